@@ -1,0 +1,236 @@
+//! Typed configuration: defaults in code → optional TOML file → environment variables.
+//!
+//! Environment variables are read with two prefixes, the shared `TXN_` first and the service's own
+//! (e.g. `AUTH_`) second, so `TXN_DATABASE__URL` sets every service and `AUTH_DATABASE__URL`
+//! overrides it for one. `__` separates nested keys. The TOML file is `CONFIG_FILE` or
+//! `<SERVICE>_CONFIG_FILE` when set.
+
+use std::path::PathBuf;
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Loads the configuration of `service` (`auth`, `edge-gateway`, ...).
+pub fn load<T>(service: &str) -> Result<T, Box<figment::Error>>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    figment::<T>(service).extract().map_err(Box::new)
+}
+
+/// The figment behind [`load`], exposed so tests and tools can merge more sources.
+pub fn figment<T: Serialize + Default>(service: &str) -> Figment
+where
+{
+    let prefix = env_prefix(service);
+    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = config_file(&prefix) {
+        fig = fig.merge(Toml::file(path));
+    }
+    fig.merge(Env::prefixed("TXN_").split("__"))
+        .merge(Env::prefixed(&prefix).split("__"))
+}
+
+/// `edge-gateway` → `EDGE_GATEWAY_`.
+pub fn env_prefix(service: &str) -> String {
+    format!("{}_", service.to_uppercase().replace('-', "_"))
+}
+
+fn config_file(prefix: &str) -> Option<PathBuf> {
+    std::env::var_os(format!("{prefix}CONFIG_FILE"))
+        .or_else(|| std::env::var_os("CONFIG_FILE"))
+        .map(PathBuf::from)
+}
+
+/// Listening addresses and per-request limits of a service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub grpc_addr: String,
+    /// Side HTTP port: `/healthz`, `/readyz`, `/metrics`.
+    pub http_addr: String,
+    /// Per-request deadline enforced by the server.
+    pub request_timeout_ms: u64,
+    /// In-flight requests per connection.
+    pub concurrency_limit_per_connection: usize,
+    /// How long in-flight calls may take to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServerConfig {
+    pub fn with_ports(grpc: u16, http: u16) -> Self {
+        Self {
+            grpc_addr: format!("0.0.0.0:{grpc}"),
+            http_addr: format!("0.0.0.0:{http}"),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: "0.0.0.0:50051".into(),
+            http_addr: "0.0.0.0:8081".into(),
+            request_timeout_ms: 10_000,
+            concurrency_limit_per_connection: 256,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// PostgreSQL pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/transactions".into(),
+            max_connections: 16,
+            min_connections: 0,
+            acquire_timeout_ms: 3_000,
+        }
+    }
+}
+
+/// Redis pool; every key a service writes starts with `key_prefix`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    pub url: String,
+    pub pool_size: usize,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            pool_size: 16,
+            key_prefix: "txn:".into(),
+            timeout_ms: 2_000,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for development.
+    Pretty,
+    /// One JSON object a line, for production.
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info,sqlx=warn`. `RUST_LOG` wins when set.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Json,
+            log_level: "info,sqlx=warn,tower_http=info".into(),
+        }
+    }
+}
+
+/// Which access-token format is issued and accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// PASETO v4.public (Ed25519). The default.
+    #[default]
+    Paseto,
+    /// JWT signed with EdDSA (Ed25519).
+    Jwt,
+}
+
+/// Access-token keys. Verifying services need only the public key; `auth` needs the private one.
+/// Keys are base64 (standard) of the raw 32 bytes; a `*_file` holds the same text.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TokenConfig {
+    pub kind: TokenKind,
+    pub public_key: Option<String>,
+    pub public_key_file: Option<PathBuf>,
+    pub private_key: Option<String>,
+    pub private_key_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize, Default)]
+    #[serde(default)]
+    struct Sample {
+        server: ServerConfig,
+        database: DatabaseConfig,
+        name: String,
+    }
+
+    #[test]
+    fn defaults_then_toml_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "svc.toml",
+                "name = \"from-file\"\n[server]\ngrpc_addr = \"127.0.0.1:1\"\nrequest_timeout_ms = 5\n",
+            )?;
+            jail.set_env("SAMPLE_SVC_CONFIG_FILE", "svc.toml");
+            jail.set_env("TXN_DATABASE__URL", "postgres://shared/db");
+            jail.set_env("SAMPLE_SVC_SERVER__REQUEST_TIMEOUT_MS", "77");
+            let cfg: Sample = figment::<Sample>("sample-svc").extract()?;
+            assert_eq!(cfg.name, "from-file");
+            assert_eq!(cfg.server.grpc_addr, "127.0.0.1:1");
+            assert_eq!(cfg.server.request_timeout_ms, 77, "env overrides the file");
+            assert_eq!(cfg.database.url, "postgres://shared/db");
+            assert_eq!(cfg.database.max_connections, 16, "default kept");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn service_prefix_overrides_shared_prefix() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TXN_DATABASE__URL", "postgres://shared/db");
+            jail.set_env("AUTH_DATABASE__URL", "postgres://auth/db");
+            let cfg: Sample = figment::<Sample>("auth").extract()?;
+            assert_eq!(cfg.database.url, "postgres://auth/db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_wrong_type_is_a_clear_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AUTH_SERVER__REQUEST_TIMEOUT_MS", "soon");
+            let err = figment::<Sample>("auth").extract::<Sample>().unwrap_err();
+            assert!(
+                err.to_string()
+                    .to_lowercase()
+                    .contains("request_timeout_ms"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,128 @@
+//! The side HTTP port of every service: `/healthz` (alive), `/readyz` (dependencies answer) and
+//! `/metrics` (Prometheus text).
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use futures::future::BoxFuture;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::shutdown::Shutdown;
+
+/// One readiness check: a name and an async probe.
+pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The dependencies `/readyz` checks.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Check)>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn check<F, Fut>(mut self, name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((name, Arc::new(move || Box::pin(f()))));
+        self
+    }
+
+    pub fn postgres(self, pool: sqlx::PgPool) -> Self {
+        self.check("postgres", move || {
+            let pool = pool.clone();
+            async move { crate::db::ping(&pool).await.map_err(|e| e.to_string()) }
+        })
+    }
+
+    pub fn redis(self, pool: deadpool_redis::Pool) -> Self {
+        self.check("redis", move || {
+            let pool = pool.clone();
+            async move { crate::redis::ping(&pool).await.map_err(|e| e.to_string()) }
+        })
+    }
+
+    /// Runs every check (each bounded to 2 s); the failures, by name.
+    pub async fn run(&self) -> Vec<(&'static str, String)> {
+        let mut failed = Vec::new();
+        for (name, check) in &self.checks {
+            match tokio::time::timeout(Duration::from_secs(2), check()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed.push((*name, e)),
+                Err(_) => failed.push((*name, "timed out".to_owned())),
+            }
+        }
+        failed
+    }
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .expect("static buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            // another recorder may already be installed (e.g. in a test binary); keep ours rendering
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// The health/metrics router; `extra` routes are merged in (e.g. a service's own pages).
+pub fn router(readiness: Readiness) -> Router {
+    let handle = metrics_handle();
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(Arc::new(readiness))
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        )
+}
+
+async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
+    let failed = readiness.run().await;
+    if failed.is_empty() {
+        (StatusCode::OK, "ready".to_owned())
+    } else {
+        let text = failed
+            .iter()
+            .map(|(n, e)| format!("{n}: {e}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        (StatusCode::SERVICE_UNAVAILABLE, text)
+    }
+}
+
+/// Serves `router` on `listener` until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "HTTP side port listening (/healthz, /readyz, /metrics)");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! What every service does the same way, written once.
+//!
+//! A service's `main` reads: [`config::load`] → [`telemetry::init`] → build pools → [`grpc::serve`]
+//! and [`http::serve`] until [`shutdown::Shutdown`] fires.
+
+pub mod caller;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod redis;
+pub mod shutdown;
+pub mod telemetry;
+pub mod token;
+
+pub use caller::Caller;
+pub use error::ApiError;
+pub use shutdown::Shutdown;
+
+/// The two listeners of a service: gRPC and the side HTTP port.
+pub struct Listeners {
+    pub grpc: tokio::net::TcpListener,
+    pub http: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses from config.
+    pub async fn bind(cfg: &config::ServerConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            grpc: grpc::bind(&cfg.grpc_addr).await?,
+            http: grpc::bind(&cfg.http_addr).await?,
+        })
+    }
+
+    /// Two free ports on 127.0.0.1 (tests).
+    pub async fn ephemeral() -> anyhow::Result<Self> {
+        Ok(Self {
+            grpc: grpc::bind("127.0.0.1:0").await?,
+            http: grpc::bind("127.0.0.1:0").await?,
+        })
+    }
+}
+
+/// Runs a service's gRPC server and side HTTP port until shutdown; if either fails, the other is
+/// stopped too.
+pub async fn serve_all(
+    server: &config::ServerConfig,
+    listeners: Listeners,
+    routes: tonic::service::Routes,
+    service_names: &[&str],
+    readiness: http::Readiness,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let http = http::serve(listeners.http, http::router(readiness), shutdown.clone());
+    let grpc = grpc::serve(
+        server,
+        listeners.grpc,
+        routes,
+        service_names,
+        shutdown.clone(),
+    );
+    let stop_on_error = |r: anyhow::Result<()>| {
+        if r.is_err() {
+            shutdown.trigger();
+        }
+        r
+    };
+    let (g, h) = tokio::join!(async { stop_on_error(grpc.await) }, async {
+        stop_on_error(http.await)
+    });
+    g.and(h)
+}

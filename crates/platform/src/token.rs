@@ -1,0 +1,476 @@
+//! Access tokens: PASETO v4.public (default) or JWT/EdDSA, both Ed25519, behind one trait.
+//!
+//! `auth` signs with the private key; every other service verifies with the public key alone.
+//! Only tokens whose `typ` is `access` are accepted, so a token minted for anything else (e.g. a
+//! refresh token in a token format) is never taken as an access token.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+use chrono::{DateTime, SubsecRound, Utc};
+use pasetors::{
+    Public,
+    keys::{AsymmetricPublicKey, AsymmetricSecretKey},
+    token::UntrustedToken,
+    version4::{PublicToken, V4},
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::{TokenConfig, TokenKind};
+
+/// The only token type accepted by [`TokenMaker::verify`].
+pub const ACCESS: &str = "access";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Depositor,
+    Banker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Depositor => "depositor",
+            Role::Banker => "banker",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "depositor" => Some(Role::Depositor),
+            "banker" => Some(Role::Banker),
+            _ => None,
+        }
+    }
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Username.
+    pub sub: String,
+    pub role: Role,
+    /// Session id.
+    pub sid: Uuid,
+    /// Token type; must be `access`.
+    pub typ: String,
+    /// Whether the email was verified when the token was issued.
+    pub email_verified: bool,
+    pub iat: DateTime<Utc>,
+    pub exp: DateTime<Utc>,
+    pub jti: Uuid,
+}
+
+impl Claims {
+    /// Claims of a fresh access token.
+    pub fn access(sub: &str, role: Role, sid: Uuid, email_verified: bool, ttl: Duration) -> Self {
+        let iat = Utc::now().trunc_subsecs(0);
+        Self {
+            sub: sub.to_owned(),
+            role,
+            sid,
+            typ: ACCESS.into(),
+            email_verified,
+            iat,
+            exp: iat + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15)),
+            jti: Uuid::new_v4(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is malformed or its signature is invalid")]
+    Invalid,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not an access token")]
+    WrongType,
+    #[error("this service has no private key and cannot issue tokens")]
+    CannotSign,
+    #[error("token key problem: {0}")]
+    Key(String),
+}
+
+/// Issues and verifies access tokens.
+pub trait TokenMaker: Send + Sync + 'static {
+    /// Signs `claims` (any `typ`; callers issue `access`).
+    fn sign(&self, claims: &Claims) -> Result<String, TokenError>;
+    /// Verifies signature, expiry and type.
+    fn verify(&self, token: &str) -> Result<Claims, TokenError>;
+}
+
+/// An Ed25519 key pair; `secret` is absent in verifying-only services.
+#[derive(Clone)]
+pub struct Keys {
+    seed: Option<[u8; 32]>,
+    public: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("public", &B64.encode(self.public))
+            .field("has_private", &self.seed.is_some())
+            .finish()
+    }
+}
+
+impl Keys {
+    pub fn generate() -> Self {
+        let kp = ed25519_compact::KeyPair::generate();
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&kp.sk.seed()[..]);
+        Self::from_seed(seed)
+    }
+
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
+        let mut public = [0u8; 32];
+        public.copy_from_slice(&kp.pk[..]);
+        Self {
+            seed: Some(seed),
+            public,
+        }
+    }
+
+    pub fn public_only(public: [u8; 32]) -> Self {
+        Self { seed: None, public }
+    }
+
+    pub fn private_b64(&self) -> Option<String> {
+        self.seed.map(|s| B64.encode(s))
+    }
+
+    pub fn public_b64(&self) -> String {
+        B64.encode(self.public)
+    }
+
+    /// Keys from config: the private key when given (public derived), else the public key.
+    pub fn from_config(cfg: &TokenConfig) -> Result<Self, TokenError> {
+        if let Some(seed) = read_key(&cfg.private_key, &cfg.private_key_file)? {
+            return Ok(Self::from_seed(seed));
+        }
+        match read_key(&cfg.public_key, &cfg.public_key_file)? {
+            Some(public) => Ok(Self::public_only(public)),
+            None => Err(TokenError::Key(
+                "no token key configured: set token.public_key or token.public_key_file".into(),
+            )),
+        }
+    }
+
+    /// Development default: a key pair kept under `dir` (created on first run, never committed).
+    pub fn load_or_create_dev(dir: &Path) -> Result<Self, TokenError> {
+        let private = dir.join("token_ed25519.key");
+        let public = dir.join("token_ed25519.pub");
+        if private.exists() {
+            let text =
+                std::fs::read_to_string(&private).map_err(|e| TokenError::Key(e.to_string()))?;
+            return Ok(Self::from_seed(decode32(text.trim())?));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| TokenError::Key(e.to_string()))?;
+        let keys = Self::generate();
+        write_private(&private, &keys.private_b64().unwrap_or_default())?;
+        std::fs::write(&public, keys.public_b64()).map_err(|e| TokenError::Key(e.to_string()))?;
+        Ok(keys)
+    }
+
+    /// A token maker of the configured kind.
+    pub fn maker(&self, kind: TokenKind) -> Arc<dyn TokenMaker> {
+        match kind {
+            TokenKind::Paseto => Arc::new(PasetoMaker::new(self)),
+            TokenKind::Jwt => Arc::new(JwtMaker::new(self)),
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), TokenError> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| TokenError::Key(e.to_string()))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| TokenError::Key(e.to_string()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, text).map_err(|e| TokenError::Key(e.to_string()))
+    }
+}
+
+fn read_key(
+    inline: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<[u8; 32]>, TokenError> {
+    if let Some(k) = inline.as_deref().filter(|k| !k.trim().is_empty()) {
+        return decode32(k.trim()).map(Some);
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
+        return decode32(text.trim()).map(Some);
+    }
+    Ok(None)
+}
+
+fn decode32(b64: &str) -> Result<[u8; 32], TokenError> {
+    let bytes = B64
+        .decode(b64)
+        .map_err(|e| TokenError::Key(format!("key is not base64: {e}")))?;
+    bytes
+        .try_into()
+        .map_err(|_| TokenError::Key("key must be 32 bytes".into()))
+}
+
+fn check(claims: Claims) -> Result<Claims, TokenError> {
+    if claims.exp <= Utc::now() {
+        return Err(TokenError::Expired);
+    }
+    if claims.typ != ACCESS {
+        return Err(TokenError::WrongType);
+    }
+    Ok(claims)
+}
+
+/// PASETO v4.public.
+pub struct PasetoMaker {
+    secret: Option<AsymmetricSecretKey<V4>>,
+    public: AsymmetricPublicKey<V4>,
+}
+
+impl PasetoMaker {
+    pub fn new(keys: &Keys) -> Self {
+        let secret = keys.seed.map(|seed| {
+            let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
+            AsymmetricSecretKey::<V4>::from(&kp.sk[..]).expect("64-byte ed25519 secret key")
+        });
+        let public =
+            AsymmetricPublicKey::<V4>::from(&keys.public).expect("32-byte ed25519 public key");
+        Self { secret, public }
+    }
+}
+
+impl TokenMaker for PasetoMaker {
+    fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
+        let sk = self.secret.as_ref().ok_or(TokenError::CannotSign)?;
+        let payload = serde_json::to_vec(claims).map_err(|e| TokenError::Key(e.to_string()))?;
+        PublicToken::sign(sk, &payload, None, None).map_err(|e| TokenError::Key(e.to_string()))
+    }
+
+    fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let untrusted =
+            UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Invalid)?;
+        let trusted = PublicToken::verify(&self.public, &untrusted, None, None)
+            .map_err(|_| TokenError::Invalid)?;
+        let claims: Claims =
+            serde_json::from_str(trusted.payload()).map_err(|_| TokenError::Invalid)?;
+        check(claims)
+    }
+}
+
+/// JWT signed with EdDSA, same claims (times as seconds since the epoch, as JWT requires).
+pub struct JwtMaker {
+    encoding: Option<jsonwebtoken::EncodingKey>,
+    decoding: jsonwebtoken::DecodingKey,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JwtClaims {
+    sub: String,
+    role: Role,
+    sid: Uuid,
+    typ: String,
+    email_verified: bool,
+    iat: i64,
+    exp: i64,
+    jti: Uuid,
+}
+
+/// PKCS#8 prefix of an Ed25519 private key (RFC 8410): the 32-byte seed follows.
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+impl JwtMaker {
+    pub fn new(keys: &Keys) -> Self {
+        let encoding = keys.seed.map(|seed| {
+            let mut der = PKCS8_ED25519_PREFIX.to_vec();
+            der.extend_from_slice(&seed);
+            jsonwebtoken::EncodingKey::from_ed_der(&der)
+        });
+        Self {
+            encoding,
+            decoding: jsonwebtoken::DecodingKey::from_ed_der(&keys.public),
+        }
+    }
+}
+
+impl TokenMaker for JwtMaker {
+    fn sign(&self, c: &Claims) -> Result<String, TokenError> {
+        let key = self.encoding.as_ref().ok_or(TokenError::CannotSign)?;
+        let jc = JwtClaims {
+            sub: c.sub.clone(),
+            role: c.role,
+            sid: c.sid,
+            typ: c.typ.clone(),
+            email_verified: c.email_verified,
+            iat: c.iat.timestamp(),
+            exp: c.exp.timestamp(),
+            jti: c.jti,
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &jc,
+            key,
+        )
+        .map_err(|e| TokenError::Key(e.to_string()))
+    }
+
+    fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        validation.leeway = 0;
+        validation.validate_exp = false; // checked below, the same way as for PASETO
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<JwtClaims>(token, &self.decoding, &validation)
+            .map_err(|_| TokenError::Invalid)?;
+        let jc = data.claims;
+        let ts = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).ok_or(TokenError::Invalid);
+        check(Claims {
+            sub: jc.sub,
+            role: jc.role,
+            sid: jc.sid,
+            typ: jc.typ,
+            email_verified: jc.email_verified,
+            iat: ts(jc.iat)?,
+            exp: ts(jc.exp)?,
+            jti: jc.jti,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn makers(keys: &Keys) -> Vec<(&'static str, Arc<dyn TokenMaker>)> {
+        vec![
+            ("paseto", keys.maker(TokenKind::Paseto)),
+            ("jwt", keys.maker(TokenKind::Jwt)),
+        ]
+    }
+
+    fn claims() -> Claims {
+        Claims::access(
+            "alice",
+            Role::Depositor,
+            Uuid::new_v4(),
+            true,
+            Duration::from_secs(60),
+        )
+    }
+
+    #[test]
+    fn a_good_token_is_accepted_with_its_claims() {
+        let keys = Keys::generate();
+        for (name, m) in makers(&keys) {
+            let c = claims();
+            let token = m.sign(&c).unwrap();
+            if name == "paseto" {
+                assert!(token.starts_with("v4.public."));
+            }
+            assert_eq!(m.verify(&token).unwrap(), c, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_verifier_with_only_the_public_key_accepts_and_cannot_sign() {
+        let keys = Keys::generate();
+        let public_only = Keys::public_only(keys.public);
+        for kind in [TokenKind::Paseto, TokenKind::Jwt] {
+            let token = keys.maker(kind).sign(&claims()).unwrap();
+            let verifier = public_only.maker(kind);
+            assert!(verifier.verify(&token).is_ok());
+            assert_eq!(verifier.sign(&claims()), Err(TokenError::CannotSign));
+        }
+    }
+
+    #[test]
+    fn an_expired_token_is_rejected() {
+        let keys = Keys::generate();
+        for (name, m) in makers(&keys) {
+            let mut c = claims();
+            c.iat = Utc::now().trunc_subsecs(0) - chrono::Duration::minutes(20);
+            c.exp = c.iat + chrono::Duration::minutes(15);
+            let token = m.sign(&c).unwrap();
+            assert_eq!(m.verify(&token), Err(TokenError::Expired), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_tampered_token_is_rejected() {
+        let keys = Keys::generate();
+        for (name, m) in makers(&keys) {
+            let token = m.sign(&claims()).unwrap();
+            // flip one character in the middle of the payload/signature
+            let mut bytes = token.into_bytes();
+            let i = bytes.len() / 2;
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            assert_eq!(m.verify(&tampered), Err(TokenError::Invalid), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_is_rejected() {
+        let ours = Keys::generate();
+        let theirs = Keys::generate();
+        for kind in [TokenKind::Paseto, TokenKind::Jwt] {
+            let token = theirs.maker(kind).sign(&claims()).unwrap();
+            assert_eq!(ours.maker(kind).verify(&token), Err(TokenError::Invalid));
+        }
+    }
+
+    #[test]
+    fn a_refresh_typed_token_is_not_an_access_token() {
+        let keys = Keys::generate();
+        for (name, m) in makers(&keys) {
+            let mut c = claims();
+            c.typ = "refresh".into();
+            let token = m.sign(&c).unwrap();
+            assert_eq!(m.verify(&token), Err(TokenError::WrongType), "{name}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_rejected_not_panicked_on() {
+        let keys = Keys::generate();
+        for (_, m) in makers(&keys) {
+            for junk in ["", "v4.public.", "a.b.c", "v4.public.!!!!", "Bearer x"] {
+                assert_eq!(m.verify(junk), Err(TokenError::Invalid));
+            }
+        }
+    }
+
+    #[test]
+    fn dev_keys_are_created_once_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Keys::load_or_create_dev(dir.path()).unwrap();
+        let b = Keys::load_or_create_dev(dir.path()).unwrap();
+        assert_eq!(a.public_b64(), b.public_b64());
+        let cfg = TokenConfig {
+            public_key_file: Some(dir.path().join("token_ed25519.pub")),
+            ..TokenConfig::default()
+        };
+        let verifier = Keys::from_config(&cfg).unwrap();
+        let token = a.maker(TokenKind::Paseto).sign(&claims()).unwrap();
+        assert!(verifier.maker(TokenKind::Paseto).verify(&token).is_ok());
+    }
+}

@@ -1,0 +1,268 @@
+//! Helpers for integration tests against real PostgreSQL and Redis.
+//!
+//! - [`TestDb::new`]: a fresh database with every migration applied, dropped when the test ends.
+//! - [`TestRedis::new`]: a key namespace of its own in the real Redis, cleaned up at the end.
+//! - [`spawn`]: runs a service in-process on ephemeral ports; [`channel`] connects to it.
+//!
+//! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) names the server and
+//! `REDIS_URL` (default `redis://127.0.0.1:6379`) the Redis; an unreachable one fails the test with
+//! a message naming the URL.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use platform::{
+    Listeners, Shutdown,
+    config::{DatabaseConfig, RedisConfig, TokenKind},
+    token::{Claims, Keys, Role, TokenMaker},
+};
+use sqlx::{
+    ConnectOptions, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use uuid::Uuid;
+
+pub fn database_server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A database of the test's own, with every migration applied.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub name: String,
+    pub url: String,
+    admin: PgConnectOptions,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        Self::create(true).await
+    }
+
+    /// An empty database (no migrations), for migration tests.
+    pub async fn empty() -> Self {
+        Self::create(false).await
+    }
+
+    async fn create(migrate: bool) -> Self {
+        let server = database_server_url();
+        let admin: PgConnectOptions = server
+            .parse::<PgConnectOptions>()
+            .unwrap_or_else(|e| panic!("DATABASE_URL={server} is not a valid URL: {e}"))
+            .database("postgres");
+        let mut conn = admin.connect().await.unwrap_or_else(|e| {
+            panic!("cannot reach PostgreSQL at {server} (set DATABASE_URL): {e}")
+        });
+        let name = format!("txn_test_{}", Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let opts = admin.clone().database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await
+            .expect("connect to test database");
+        if migrate {
+            platform::db::migrate(&pool)
+                .await
+                .expect("apply migrations");
+        }
+        let url = opts.to_url_lossy().to_string();
+        Self {
+            pool,
+            name,
+            url,
+            admin,
+        }
+    }
+
+    /// Database settings for a service under test.
+    pub fn config(&self) -> DatabaseConfig {
+        DatabaseConfig {
+            url: self.url.clone(),
+            max_connections: 20,
+            min_connections: 0,
+            acquire_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs outside async; do the cleanup on a thread with its own runtime.
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // The pool's connections belong to the test's runtime, which this join blocks: do not
+        // close the pool here; `WITH (FORCE)` ends its connections from the server side.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async move {
+                    if let Ok(mut conn) = admin.connect().await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// A Redis namespace of the test's own: every key starts with `prefix`.
+pub struct TestRedis {
+    pub pool: deadpool_redis::Pool,
+    pub url: String,
+    pub prefix: String,
+}
+
+impl TestRedis {
+    pub async fn new() -> Self {
+        let url = redis_url();
+        let prefix = format!("test:{}:", Uuid::new_v4().simple());
+        let cfg = self::RedisConfig {
+            url: url.clone(),
+            pool_size: 16,
+            key_prefix: prefix.clone(),
+            timeout_ms: 5_000,
+        };
+        let pool = platform::redis::pool(&cfg).expect("redis pool");
+        platform::redis::ping(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach Redis at {url} (set REDIS_URL): {e}"));
+        Self { pool, url, prefix }
+    }
+
+    pub fn config(&self) -> RedisConfig {
+        RedisConfig {
+            url: self.url.clone(),
+            pool_size: 16,
+            key_prefix: self.prefix.clone(),
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let pattern = format!("{}*", self.prefix);
+        let _ = std::thread::spawn(move || {
+            if let Ok(client) = redis::Client::open(url)
+                && let Ok(mut conn) = client.get_connection()
+            {
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(&pattern)
+                        .query(&mut conn)
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: redis::RedisResult<()> =
+                            redis::cmd("DEL").arg(keys).query(&mut conn);
+                    }
+                }
+            }
+        })
+        .join();
+    }
+}
+
+/// A service running in-process.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub shutdown: Shutdown,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Triggers shutdown and waits for the service to stop.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        self.handle.await?
+    }
+}
+
+/// Starts a service (its `run(listeners, shutdown)`) on ephemeral ports.
+pub async fn spawn<F, Fut>(run: F) -> Running
+where
+    F: FnOnce(Listeners, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let listeners = Listeners::ephemeral().await.expect("bind ephemeral ports");
+    let grpc_addr = listeners.grpc.local_addr().unwrap();
+    let http_addr = listeners.http.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let handle = tokio::spawn(run(listeners, shutdown.clone()));
+    Running {
+        grpc_addr,
+        http_addr,
+        shutdown,
+        handle,
+    }
+}
+
+/// A connected channel to `addr` (retries for up to 5 s while the server starts).
+pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let mut last = None;
+    for _ in 0..50 {
+        match endpoint.connect().await {
+            Ok(ch) => return ch,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot connect to {addr}: {last:?}");
+}
+
+/// A token key pair for a test run; services under test get `keys.public_b64()`.
+pub fn test_keys() -> Keys {
+    Keys::generate()
+}
+
+/// An access token for `username` signed with `keys` (PASETO).
+pub fn access_token(keys: &Keys, username: &str, role: Role, email_verified: bool) -> String {
+    keys.maker(TokenKind::Paseto)
+        .sign(&Claims::access(
+            username,
+            role,
+            Uuid::new_v4(),
+            email_verified,
+            Duration::from_secs(900),
+        ))
+        .expect("sign test token")
+}
+
+/// Adds `authorization: Bearer <token>` to a request.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+/// Keeps a `TokenMaker` import useful for callers that verify in tests.
+pub fn verifier(keys: &Keys) -> std::sync::Arc<dyn TokenMaker> {
+    keys.maker(TokenKind::Paseto)
+}

@@ -1,0 +1,6 @@
+//! The ledger: transfers, entries, balances, idempotency, reconciliation.
+
+pub mod cli;
+pub mod config;
+pub mod grpc;
+pub mod startup;

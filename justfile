@@ -1,0 +1,24 @@
+# Recipes wrap the two commands the README documents, for people who have `just`.
+
+# Run the whole mesh (migrations, all five services, mail in var/mail) until Ctrl-C.
+up:
+    cargo xtask up
+
+# Run every test (needs PostgreSQL and Redis on localhost).
+test:
+    cargo test --workspace
+
+# Create the database if missing and apply migrations.
+migrate:
+    cargo xtask migrate
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# What CI runs.
+ci:
+    bash .ci/run
