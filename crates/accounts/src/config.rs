@@ -3,6 +3,14 @@
 use platform::config::{DatabaseConfig, ServerConfig, TelemetryConfig, TokenConfig};
 use serde::{Deserialize, Serialize};
 
+/// The currencies accounts may be opened in when none are configured.
+pub fn default_currencies() -> Vec<String> {
+    ["USD", "EUR", "GBP", "CAD", "JPY"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -10,6 +18,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub telemetry: TelemetryConfig,
     pub token: TokenConfig,
+    /// ISO 4217 codes accounts may be opened in (any case; stored uppercase). Each gets a system
+    /// (bank cash) account at startup.
+    pub currencies: Vec<String>,
 }
 
 impl Default for Config {
@@ -19,6 +30,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             telemetry: TelemetryConfig::default(),
             token: TokenConfig::default(),
+            currencies: default_currencies(),
         }
     }
 }
