@@ -33,7 +33,11 @@ enum Cmd {
     },
     /// Create the database if missing and apply migrations.
     Migrate,
+    /// Benchmark: our transfers through the mesh vs the pgbench ceiling and the naive peer.
+    Bench(bench::BenchArgs),
 }
+
+mod bench;
 
 /// The five services: name, binary, readiness URL.
 const SERVICES: [(&str, &str); 5] = [
@@ -65,11 +69,16 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Migrate => migrate().await,
         Cmd::Up { release } => up(release).await,
+        Cmd::Bench(args) => bench::run(args).await,
     }
 }
 
 async fn migrate() -> anyhow::Result<()> {
-    let url = database_url();
+    migrate_url(&database_url()).await
+}
+
+async fn migrate_url(url: &str) -> anyhow::Result<()> {
+    let url = url.to_owned();
     platform::db::create_database_if_missing(&url)
         .await
         .with_context(|| format!("cannot reach PostgreSQL at {url} (set DATABASE_URL)"))?;
@@ -91,24 +100,13 @@ async fn up(release: bool) -> anyhow::Result<()> {
     platform::token::Keys::load_or_create_dev(&keys_dir)?;
     std::fs::create_dir_all(root.join("var/mail"))?;
 
-    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build.args(["build", "--bins"]);
-    for (name, _) in SERVICES {
-        build.args(["-p", name]);
-    }
-    if release {
-        build.arg("--release");
-    }
-    if !build.status().await?.success() {
-        bail!("cargo build failed");
-    }
-    let bin_dir = root
-        .join("target")
-        .join(if release { "release" } else { "debug" });
-
+    let bin_dir = build(release, &[]).await?;
     let mut children = Vec::new();
     for (name, _) in SERVICES {
-        children.push((name, spawn(name, &bin_dir, &keys_dir)?));
+        children.push((
+            name,
+            spawn(name, &bin_dir, &keys_dir, &database_url(), "var/mail")?,
+        ));
     }
 
     let outcome = tokio::select! {
@@ -144,9 +142,38 @@ async fn up(release: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn(name: &'static str, bin_dir: &Path, keys_dir: &Path) -> anyhow::Result<Child> {
+/// Builds the five service binaries (and `extra` packages); returns the directory they are in.
+async fn build(release: bool, extra: &[&str]) -> anyhow::Result<PathBuf> {
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build.args(["build", "--bins"]);
+    for name in SERVICES
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(extra.iter().copied())
+    {
+        build.args(["-p", name]);
+    }
+    if release {
+        build.arg("--release");
+    }
+    if !build.status().await?.success() {
+        bail!("cargo build failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join(if release { "release" } else { "debug" }))
+}
+
+fn spawn(
+    name: &'static str,
+    bin_dir: &Path,
+    keys_dir: &Path,
+    database_url: &str,
+    mail_dir: &str,
+) -> anyhow::Result<Child> {
     let mut cmd = Command::new(bin_dir.join(name));
-    cmd.env("TXN_DATABASE__URL", database_url())
+    cmd.env("TXN_DATABASE__URL", database_url)
         .env("TXN_REDIS__URL", redis_url())
         .env("TXN_TELEMETRY__LOG_FORMAT", "pretty")
         .env(
@@ -158,7 +185,7 @@ fn spawn(name: &'static str, bin_dir: &Path, keys_dir: &Path) -> anyhow::Result<
             keys_dir.join("token_ed25519.key"),
         )
         .env("MAILER_TRANSPORT__KIND", "file")
-        .env("MAILER_TRANSPORT__FILE_DIR", "var/mail")
+        .env("MAILER_TRANSPORT__FILE_DIR", mail_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

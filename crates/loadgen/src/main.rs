@@ -1,0 +1,436 @@
+//! Load generator: sets up N verified users with one funded account each through the public API,
+//! then runs C concurrent clients making transfers (each with its own idempotency key) for D
+//! seconds against one target, prints transfers/s, latency percentiles and errors by reason, one
+//! JSON line for machines, and finally runs Reconcile and fails loudly if the ledger is off.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use proto::{
+    accounts::v1::{CreateAccountRequest, accounts_service_client::AccountsServiceClient},
+    auth::v1::{
+        CreateUserRequest, LoginUserRequest, VerifyEmailRequest,
+        auth_service_client::AuthServiceClient,
+    },
+    transfers::v1::{
+        CreateTransferRequest, DepositRequest, ReconcileRequest,
+        transfers_service_client::TransfersServiceClient,
+    },
+};
+use rand::Rng;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Target {
+    /// HTTP/JSON through the edge gateway.
+    HttpGateway,
+    /// gRPC through the edge gateway.
+    GrpcGateway,
+    /// gRPC straight to the transfers service.
+    GrpcDirect,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Mode {
+    /// Source and destination drawn uniformly from all accounts.
+    Uniform,
+    /// Every transfer touches account 0 (half from it, half to it).
+    Hot,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Transfers load generator")]
+struct Args {
+    #[arg(long, value_enum, default_value = "grpc-direct")]
+    target: Target,
+    #[arg(long, value_enum, default_value = "uniform")]
+    mode: Mode,
+    /// Users (one account each).
+    #[arg(long, default_value_t = 100)]
+    accounts: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Stop after this many transfers instead (0 = use the duration).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway_http: String,
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    gateway_grpc: String,
+    #[arg(long, default_value = "http://127.0.0.1:50053")]
+    transfers_grpc: String,
+    /// The banker who funds the accounts and runs Reconcile.
+    #[arg(long, default_value = "loadgen_banker")]
+    banker: String,
+    #[arg(
+        long,
+        env = "LOADGEN_BANKER_PASSWORD",
+        default_value = "loadgen-banker-password"
+    )]
+    banker_password: String,
+    /// Reads verification codes (the emails a user would click) from this database.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/transactions"
+    )]
+    database_url: String,
+    /// Reuse the users of an earlier run with this tag (setup is skipped when they exist).
+    #[arg(long, default_value = "bench")]
+    tag: String,
+    /// Label printed in the JSON line.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Clone)]
+struct Party {
+    token: String,
+    account_id: i64,
+}
+
+fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    r
+}
+
+fn reason(status: &tonic::Status) -> String {
+    let reason = status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_else(|| "-".into());
+    format!("{:?}/{reason}", status.code())
+}
+
+async fn connect(url: &str) -> anyhow::Result<Channel> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {url}"))
+}
+
+async fn login(
+    auth: &mut AuthServiceClient<Channel>,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let r = auth
+        .login_user(LoginUserRequest {
+            username: username.into(),
+            password: password.into(),
+        })
+        .await
+        .with_context(|| format!("login {username}"))?;
+    Ok(r.into_inner().access_token)
+}
+
+/// Creates (or reuses) the users and accounts, each funded by a banker deposit.
+async fn setup(args: &Args, gw: Channel) -> anyhow::Result<(String, Vec<Party>)> {
+    let mut auth = AuthServiceClient::new(gw.clone());
+    let mut accounts = AccountsServiceClient::new(gw.clone());
+    let mut transfers = TransfersServiceClient::new(gw);
+    let banker = login(&mut auth, &args.banker, &args.banker_password).await?;
+    let db = sqlx::PgPool::connect(&args.database_url)
+        .await
+        .with_context(|| format!("cannot reach {}", args.database_url))?;
+    let password = "loadgen-password-1";
+    let mut parties = Vec::with_capacity(args.accounts);
+    for i in 0..args.accounts {
+        let username = format!("lg_{}_{i}", args.tag);
+        match auth
+            .create_user(CreateUserRequest {
+                username: username.clone(),
+                full_name: format!("Load Gen {i}"),
+                email: format!("{username}@example.com"),
+                password: password.into(),
+            })
+            .await
+        {
+            Ok(_) => {
+                // the user clicks the link in the email: its id and code are in auth.verify_emails
+                let (email_id, secret_code): (i64, String) = sqlx::query_as(
+                    "SELECT id, secret_code FROM auth.verify_emails WHERE username = $1 ORDER BY id DESC LIMIT 1",
+                )
+                .bind(&username)
+                .fetch_one(&db)
+                .await?;
+                auth.verify_email(VerifyEmailRequest {
+                    email_id,
+                    secret_code,
+                })
+                .await?;
+            }
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => bail!("create user {username}: {s}"),
+        }
+        let token = login(&mut auth, &username, password).await?;
+        let account_id = match accounts
+            .create_account(bearer(
+                CreateAccountRequest {
+                    currency: "USD".into(),
+                },
+                &token,
+            ))
+            .await
+        {
+            Ok(a) => a.into_inner().id,
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                let list = accounts
+                    .list_accounts(bearer(
+                        proto::accounts::v1::ListAccountsRequest::default(),
+                        &token,
+                    ))
+                    .await?
+                    .into_inner();
+                list.accounts
+                    .into_iter()
+                    .find(|a| a.currency == "USD")
+                    .context("account exists but is not listed")?
+                    .id
+            }
+            Err(s) => bail!("create account for {username}: {s}"),
+        };
+        transfers
+            .deposit(bearer(
+                DepositRequest {
+                    account_id,
+                    amount: 10_000_000,
+                    currency: "USD".into(),
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                },
+                &banker,
+            ))
+            .await
+            .with_context(|| format!("deposit into {account_id}"))?;
+        parties.push(Party { token, account_id });
+    }
+    db.close().await;
+    Ok((banker, parties))
+}
+
+struct Outcome {
+    latencies_us: Vec<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+enum Client {
+    Grpc(TransfersServiceClient<Channel>),
+    Http(reqwest::Client, String),
+}
+
+impl Client {
+    async fn transfer(&mut self, from: &Party, to: &Party, amount: i64) -> Result<(), String> {
+        let key = uuid::Uuid::new_v4().to_string();
+        match self {
+            Client::Grpc(c) => {
+                let mut req = bearer(
+                    CreateTransferRequest {
+                        from_account_id: from.account_id,
+                        to_account_id: to.account_id,
+                        amount,
+                        currency: "USD".into(),
+                        request_id: String::new(),
+                    },
+                    &from.token,
+                );
+                req.metadata_mut()
+                    .insert("idempotency-key", key.parse().expect("uuid"));
+                c.create_transfer(req)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| reason(&s))
+            }
+            Client::Http(c, base) => {
+                let resp = c
+                    .post(format!("{base}/v1/transfers"))
+                    .bearer_auth(&from.token)
+                    .header("Idempotency-Key", key)
+                    .json(&serde_json::json!({
+                        "from_account_id": from.account_id.to_string(),
+                        "to_account_id": to.account_id.to_string(),
+                        "amount": amount.to_string(),
+                        "currency": "USD",
+                    }))
+                    .send()
+                    .await
+                    .map_err(|e| format!("http/{e}"))?;
+                if resp.status().is_success() {
+                    Ok(())
+                } else {
+                    let status = resp.status().as_u16();
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    let reason = body["details"]
+                        .as_array()
+                        .and_then(|d| {
+                            d.iter()
+                                .find_map(|x| x["reason"].as_str().map(str::to_owned))
+                        })
+                        .unwrap_or_else(|| "-".into());
+                    Err(format!("HTTP {status}/{reason}"))
+                }
+            }
+        }
+    }
+}
+
+async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outcome, Duration)> {
+    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
+    let remaining = Arc::new(std::sync::atomic::AtomicI64::new(if args.count > 0 {
+        args.count as i64
+    } else {
+        i64::MAX
+    }));
+    // one connection (HTTP/2) per 8 clients, as a real client pool would
+    let mut channels = Vec::new();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
+    let per_conn = 8;
+    for _ in 0..args.clients.div_ceil(per_conn) {
+        channels.push(match args.target {
+            Target::GrpcDirect => Some(connect(&args.transfers_grpc).await?),
+            Target::GrpcGateway => Some(connect(&args.gateway_grpc).await?),
+            Target::HttpGateway => None,
+        });
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let parties = parties.clone();
+        let remaining = remaining.clone();
+        let mut client = match &channels[c / per_conn] {
+            Some(ch) => Client::Grpc(TransfersServiceClient::new(ch.clone())),
+            None => Client::Http(http.clone(), args.gateway_http.clone()),
+        };
+        let mode = args.mode;
+        tasks.push(tokio::spawn(async move {
+            let mut out = Outcome {
+                latencies_us: Vec::new(),
+                errors: BTreeMap::new(),
+            };
+            let n = parties.len();
+            while Instant::now() < deadline
+                && remaining.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0
+            {
+                let (a, b, amount) = {
+                    let mut rng = rand::rng();
+                    let (a, b) = match mode {
+                        Mode::Uniform => {
+                            let a = rng.random_range(0..n);
+                            let b = (a + rng.random_range(1..n)) % n;
+                            (a, b)
+                        }
+                        Mode::Hot => {
+                            let other = rng.random_range(1..n);
+                            if rng.random_bool(0.5) {
+                                (0, other)
+                            } else {
+                                (other, 0)
+                            }
+                        }
+                    };
+                    (a, b, rng.random_range(1..=100))
+                };
+                let t0 = Instant::now();
+                let result = client.transfer(&parties[a], &parties[b], amount).await;
+                out.latencies_us.push(t0.elapsed().as_micros() as u64);
+                if let Err(e) = result {
+                    *out.errors.entry(e).or_default() += 1;
+                }
+            }
+            out
+        }));
+    }
+    let mut all = Outcome {
+        latencies_us: Vec::new(),
+        errors: BTreeMap::new(),
+    };
+    for t in tasks {
+        let o = t.await?;
+        all.latencies_us.extend(o.latencies_us);
+        for (k, v) in o.errors {
+            *all.errors.entry(k).or_default() += v;
+        }
+    }
+    Ok((all, started.elapsed()))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.accounts < 2 {
+        bail!("--accounts must be at least 2");
+    }
+    let gw = connect(&args.gateway_grpc).await?;
+    let (banker, parties) = setup(&args, gw.clone()).await?;
+    let (mut outcome, elapsed) = run_load(&args, Arc::new(parties)).await?;
+    outcome.latencies_us.sort_unstable();
+    let total = outcome.latencies_us.len() as u64;
+    let failed: u64 = outcome.errors.values().sum();
+    let ok = total - failed;
+    let tps = ok as f64 / elapsed.as_secs_f64();
+    let l = &outcome.latencies_us;
+    println!(
+        "{:?} {:?}: {ok} transfers in {:.1}s = {tps:.0}/s; latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; errors {failed}",
+        args.target,
+        args.mode,
+        elapsed.as_secs_f64(),
+        percentile(l, 0.50),
+        percentile(l, 0.95),
+        percentile(l, 0.99),
+        percentile(l, 1.0),
+    );
+    for (k, v) in &outcome.errors {
+        println!("  error {k}: {v}");
+    }
+    let reconcile = TransfersServiceClient::new(gw)
+        .reconcile(bearer(ReconcileRequest {}, &banker))
+        .await?
+        .into_inner();
+    println!(
+        "{}",
+        serde_json::json!({
+            "label": args.label,
+            "target": format!("{:?}", args.target),
+            "mode": format!("{:?}", args.mode),
+            "clients": args.clients,
+            "accounts": args.accounts,
+            "elapsed_s": elapsed.as_secs_f64(),
+            "transfers_ok": ok,
+            "errors": outcome.errors,
+            "transfers_per_s": tps,
+            "latency_ms": {
+                "p50": percentile(l, 0.50), "p95": percentile(l, 0.95),
+                "p99": percentile(l, 0.99), "max": percentile(l, 1.0)
+            },
+            "reconcile_ok": reconcile.ok,
+        })
+    );
+    if !reconcile.ok {
+        bail!("RECONCILE FAILED: {:?}", reconcile.violations);
+    }
+    Ok(())
+}
