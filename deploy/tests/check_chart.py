@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Checks the rendered Helm chart (output of `helm template`) against what ops rely on.
+
+Usage: check_chart.py [--production] RENDERED.yaml
+
+For every service (auth, accounts, transfers, mailer, edge-gateway): a Deployment whose container
+has liveness and readiness probes (gRPC for the gRPC services, HTTP on /healthz and /readyz for the
+mailer and the gateway), resource requests and limits for CPU and memory, a non-root pod and
+container securityContext with a read-only root filesystem, no privilege escalation and every
+capability dropped; a Service, an HPA scaling that Deployment, a PDB and a NetworkPolicy selecting
+its pods. Plus: the migration runs as a pre-install/pre-upgrade hook Job, the gateway's upstreams
+point at the rendered Services, and with --production the HTTP and gRPC ingresses (GRPC backend
+protocol, TLS through cert-manager) reach the gateway, secrets come from existing Secrets and the
+ServiceAccount carries an IAM role.
+
+Prints one line per failed check and closes with "N passed, N failed"; exits 1 on any failure.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+
+import yaml
+
+GRPC_SERVICES = {
+    "auth": 50051,
+    "accounts": 50052,
+    "transfers": 50053,
+}
+HTTP_PROBED = {"mailer": 8084, "edge-gateway": 8080}
+SERVICES = [*GRPC_SERVICES, *HTTP_PROBED]
+COMPONENT = "app.kubernetes.io/component"
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed: list[str] = []
+
+    def check(self, ok: bool, what: str) -> bool:
+        if ok:
+            self.passed += 1
+        else:
+            self.failed.append(what)
+            print(f"FAIL {what}")
+        return ok
+
+
+def load(path: str) -> dict[str, list[dict]]:
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    with open(path, encoding="utf-8") as f:
+        for doc in yaml.safe_load_all(f):
+            if doc:
+                by_kind[doc["kind"]].append(doc)
+    return by_kind
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    wanted = (selector or {}).get("matchLabels") or {}
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+def one(items: list[dict], pred) -> dict | None:
+    found = [i for i in items if pred(i)]
+    return found[0] if len(found) == 1 else None
+
+
+def check_deployment(c: Checker, name: str, dep: dict) -> None:
+    spec = dep["spec"]["template"]["spec"]
+    pod_sc = spec.get("securityContext") or {}
+    c.check(pod_sc.get("runAsNonRoot") is True, f"{name}: pod runAsNonRoot")
+    c.check((pod_sc.get("runAsUser") or 0) > 0, f"{name}: pod runAsUser is not root")
+    c.check(
+        (pod_sc.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
+        f"{name}: pod seccompProfile RuntimeDefault",
+    )
+    c.check(spec.get("automountServiceAccountToken") is False, f"{name}: no API token mounted")
+    containers = spec.get("containers") or []
+    if not c.check(len(containers) == 1, f"{name}: exactly one container"):
+        return
+    ctr = containers[0]
+    c.check(":" in ctr.get("image", "") and not ctr["image"].endswith(":latest"),
+            f"{name}: image has an explicit, non-latest tag")
+    sc = ctr.get("securityContext") or {}
+    c.check(sc.get("runAsNonRoot") is True, f"{name}: container runAsNonRoot")
+    c.check(sc.get("readOnlyRootFilesystem") is True, f"{name}: readOnlyRootFilesystem")
+    c.check(sc.get("allowPrivilegeEscalation") is False, f"{name}: allowPrivilegeEscalation=false")
+    c.check(sc.get("privileged") in (None, False), f"{name}: not privileged")
+    c.check("ALL" in ((sc.get("capabilities") or {}).get("drop") or []), f"{name}: drops ALL capabilities")
+
+    res = ctr.get("resources") or {}
+    for kind in ("requests", "limits"):
+        for r in ("cpu", "memory"):
+            c.check(bool((res.get(kind) or {}).get(r)), f"{name}: resources.{kind}.{r} set")
+
+    ports = {p["name"]: p["containerPort"] for p in ctr.get("ports") or []}
+    live, ready = ctr.get("livenessProbe"), ctr.get("readinessProbe")
+    c.check(bool(live), f"{name}: livenessProbe")
+    c.check(bool(ready), f"{name}: readinessProbe")
+    if name in GRPC_SERVICES:
+        port = GRPC_SERVICES[name]
+        c.check(ports.get("grpc") == port, f"{name}: grpc port {port}")
+        for kind, probe in (("liveness", live), ("readiness", ready)):
+            c.check(
+                bool(probe) and (probe.get("grpc") or {}).get("port") == port,
+                f"{name}: {kind} probe is gRPC on {port}",
+            )
+    else:
+        port = HTTP_PROBED[name]
+        c.check(ports.get("http") == port, f"{name}: http port {port}")
+        for kind, probe, path in (("liveness", live, "/healthz"), ("readiness", ready, "/readyz")):
+            get = (probe or {}).get("httpGet") or {}
+            c.check(
+                get.get("path") == path and get.get("port") in ("http", port),
+                f"{name}: {kind} probe is HTTP GET {path}",
+            )
+
+
+def main(argv: list[str]) -> int:
+    production = "--production" in argv
+    files = [a for a in argv if not a.startswith("--")]
+    if len(files) != 1:
+        print(__doc__)
+        return 2
+    k = load(files[0])
+    c = Checker()
+
+    deployments = k["Deployment"]
+    services = k["Service"]
+    for name in SERVICES:
+        dep = one(deployments, lambda d: d["metadata"]["labels"].get(COMPONENT) == name)
+        if not c.check(dep is not None, f"{name}: one Deployment"):
+            continue
+        check_deployment(c, name, dep)
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        dep_name = dep["metadata"]["name"]
+        c.check(selects(dep["spec"]["selector"], pod_labels), f"{name}: Deployment selector matches its pods")
+
+        svc = one(services, lambda s: s["spec"].get("selector") and all(
+            pod_labels.get(key) == v for key, v in s["spec"]["selector"].items()))
+        c.check(svc is not None, f"{name}: a Service selects its pods")
+
+        hpa = one(k["HorizontalPodAutoscaler"], lambda h: h["spec"]["scaleTargetRef"]["name"] == dep_name)
+        if c.check(hpa is not None, f"{name}: an HPA scales the Deployment"):
+            c.check(
+                hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+                and 1 <= hpa["spec"].get("minReplicas", 1) <= hpa["spec"]["maxReplicas"],
+                f"{name}: HPA min ≤ max",
+            )
+            c.check("replicas" not in dep["spec"], f"{name}: Deployment leaves replicas to the HPA")
+
+        pdb = one(k["PodDisruptionBudget"], lambda p: selects(p["spec"]["selector"], pod_labels))
+        c.check(pdb is not None, f"{name}: a PDB selects its pods")
+
+        netpols = [n for n in k["NetworkPolicy"]
+                   if selects(n["spec"]["podSelector"], pod_labels)
+                   and (n["spec"]["podSelector"]["matchLabels"].get(COMPONENT) == name)]
+        c.check(len(netpols) == 1, f"{name}: a NetworkPolicy of its own")
+
+    # Only the gateway may be reached from outside the release: every other service's policy
+    # admits its gRPC port only from pods of this release.
+    for pol in k["NetworkPolicy"]:
+        comp = pol["spec"]["podSelector"]["matchLabels"].get(COMPONENT)
+        if comp in (None, "edge-gateway"):
+            continue
+        for rule in pol["spec"].get("ingress") or []:
+            ports = {p.get("port") for p in rule.get("ports") or []}
+            if "grpc" in ports:
+                c.check(bool(rule.get("from")) and all("podSelector" in f and "namespaceSelector" not in f
+                                                      for f in rule["from"]),
+                        f"{comp}: gRPC port admits only pods of the release")
+
+    # The default deny policy covers every pod of the release.
+    deny = [n for n in k["NetworkPolicy"] if COMPONENT not in n["spec"]["podSelector"].get("matchLabels", {})]
+    c.check(len(deny) == 1 and deny[0]["spec"].get("ingress") in (None, []), "a default-deny ingress policy")
+
+    # The gateway's upstreams are the rendered Services.
+    svc_ports = {s["metadata"]["name"]: {p["port"] for p in s["spec"]["ports"]} for s in services}
+    gw_cm = one(k["ConfigMap"], lambda m: m["metadata"]["labels"].get(COMPONENT) == "edge-gateway")
+    if c.check(gw_cm is not None, "edge-gateway: a ConfigMap of its own"):
+        for up in GRPC_SERVICES:
+            url = (gw_cm.get("data") or {}).get(f"EDGE_GATEWAY_UPSTREAMS__{up.upper()}", "")
+            host, _, port = url.removeprefix("http://").partition(":")
+            c.check(host in svc_ports and port.isdigit() and int(port) in svc_ports[host],
+                    f"edge-gateway: upstream {up} ({url}) is a rendered Service port")
+
+    # Migrations run as a hook before install and upgrade.
+    job = one(k["Job"], lambda j: j["metadata"]["labels"].get(COMPONENT) == "migrate")
+    if c.check(job is not None, "migrate: a Job"):
+        hooks = (job["metadata"].get("annotations") or {}).get("helm.sh/hook", "")
+        c.check({"pre-install", "pre-upgrade"} <= set(hooks.split(",")), "migrate: pre-install,pre-upgrade hook")
+        ctr = job["spec"]["template"]["spec"]["containers"][0]
+        c.check(ctr.get("args") == ["up"], "migrate: runs `migrate up`")
+        sc = ctr.get("securityContext") or {}
+        c.check(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False,
+                "migrate: locked-down container")
+
+    c.check(len(k["ServiceAccount"]) >= 1, "a ServiceAccount")
+    c.check(bool(k["ConfigMap"]), "a ConfigMap of settings")
+
+    if production:
+        sa = one(k["ServiceAccount"], lambda s: s["metadata"]["labels"].get(COMPONENT) is None)
+        c.check(sa is not None and "eks.amazonaws.com/role-arn" in (sa["metadata"].get("annotations") or {}),
+                "production: ServiceAccount has an IRSA role annotation")
+        gw = one(services, lambda s: s["metadata"]["labels"].get(COMPONENT) == "edge-gateway")
+        ingresses = k["Ingress"]
+        c.check(len(ingresses) == 2, "production: an HTTP and a gRPC Ingress")
+        for ing in ingresses:
+            ann = ing["metadata"].get("annotations") or {}
+            backends = [p["backend"]["service"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+            grpc = ann.get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPC"
+            want_port = 9090 if grpc else 8080
+            c.check(bool(gw) and all(b["name"] == gw["metadata"]["name"] and b["port"]["number"] == want_port
+                                     for b in backends),
+                    f"production: Ingress {ing['metadata']['name']} reaches the gateway on {want_port}")
+            c.check(bool(ing["spec"].get("tls")) and "cert-manager.io/cluster-issuer" in ann,
+                    f"production: Ingress {ing['metadata']['name']} has cert-manager TLS")
+        c.check(any(ann.get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPC"
+                    for ann in (i["metadata"].get("annotations") or {} for i in ingresses)),
+                "production: the gRPC Ingress uses backend-protocol GRPC")
+        c.check(not k["Secret"] or all(s["metadata"]["labels"].get(COMPONENT) == "migrate" for s in k["Secret"]),
+                "production: no chart-made Secret (existing Secrets only)")
+        c.check(len(k["ClusterIssuer"]) == 1, "production: a cert-manager ClusterIssuer")
+
+    failed = len(c.failed)
+    print(f"chart {'production' if production else 'default'} values: {c.passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
