@@ -1,8 +1,287 @@
-//! gRPC handlers. RPCs not written yet answer UNIMPLEMENTED (generated default stubs).
+//! gRPC handlers: authenticate → parse into domain types → call the ledger or the store → map.
 
-use proto::transfers::v1::transfers_service_server::TransfersService;
+use std::sync::Arc;
 
-pub struct TransfersApi {}
+use accounts::grpc::{timestamp, visible_to};
+use platform::{ApiError, Caller, caller::RpcResult, token::TokenMaker};
+use proto::transfers::v1::{
+    CreateTransferRequest, CurrencyTotal, DepositRequest, Entry, GetTransferRequest,
+    ListEntriesRequest, ListEntriesResponse, ListTransfersRequest, ListTransfersResponse,
+    ReconcileRequest, ReconcileResponse, Transfer, TransferKind, TransferResult, WithdrawRequest,
+    transfers_service_server::TransfersService,
+};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{AccountId, Amount, Currencies, LedgerError, PageSize, PageToken},
+    ledger::{Command, Kind, Ledger, Outcome},
+    reconcile,
+    store::{self, EntryRow, TransferRow},
+};
+
+pub struct TransfersApi {
+    pub db: PgPool,
+    pub ledger: Ledger,
+    pub tokens: Arc<dyn TokenMaker>,
+    pub currencies: Currencies,
+    pub max_transfer_amount: i64,
+    pub require_verified_email: bool,
+}
+
+impl TransfersApi {
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        Ok(platform::caller::authenticate(
+            request.metadata(),
+            &self.tokens,
+        )?)
+    }
+
+    /// Moves money and answers with the transfer, both entries and the source's new balance.
+    async fn apply(&self, cmd: Command) -> RpcResult<TransferResult> {
+        let outcome = self.ledger.apply(&cmd).await.map_err(ApiError::from)?;
+        Ok(Response::new(result_to_proto(outcome)))
+    }
+
+    /// A banker's deposit or withdrawal on one customer account.
+    async fn cash<T>(
+        &self,
+        request: &Request<T>,
+        kind: Kind,
+        (account_id, amount, currency, request_id): (i64, i64, &str, &str),
+    ) -> RpcResult<TransferResult> {
+        let caller = self.caller(request)?;
+        caller.require_banker()?;
+        let account = Some(AccountId::parse(account_id, "account_id")?);
+        let (from, to) = match kind {
+            Kind::Withdrawal => (account, None),
+            _ => (None, account),
+        };
+        self.apply(Command {
+            username: caller.username,
+            kind,
+            from,
+            to,
+            amount: Amount::parse(amount, self.max_transfer_amount)?,
+            currency: self.currencies.parse(currency, "currency")?,
+            idempotency_key: platform::caller::idempotency_key(request.metadata(), request_id)?,
+        })
+        .await
+    }
+
+    /// The account, if the caller may read it (owner or banker); NOT_FOUND otherwise.
+    async fn readable_account(&self, caller: &Caller, id: AccountId) -> Result<(), ApiError> {
+        accounts::store::get(&self.db, id)
+            .await?
+            .filter(|row| visible_to(caller, row))
+            .map(|_| ())
+            .ok_or_else(|| LedgerError::AccountNotFound.into())
+    }
+}
 
 #[tonic::async_trait]
-impl TransfersService for TransfersApi {}
+impl TransfersService for TransfersApi {
+    async fn create_transfer(
+        &self,
+        request: Request<CreateTransferRequest>,
+    ) -> RpcResult<TransferResult> {
+        let caller = self.caller(&request)?;
+        if self.require_verified_email && !caller.email_verified {
+            return Err(ApiError::permission_denied(
+                "email_not_verified",
+                "verify your email address before moving money (then renew your token)",
+            )
+            .into());
+        }
+        let req = request.get_ref();
+        let from = AccountId::parse(req.from_account_id, "from_account_id")?;
+        let to = AccountId::parse(req.to_account_id, "to_account_id")?;
+        if from == to {
+            return Err(ApiError::from(LedgerError::SameAccount).into());
+        }
+        self.apply(Command {
+            username: caller.username,
+            kind: Kind::Transfer,
+            from: Some(from),
+            to: Some(to),
+            amount: Amount::parse(req.amount, self.max_transfer_amount)?,
+            currency: self.currencies.parse(&req.currency, "currency")?,
+            idempotency_key: platform::caller::idempotency_key(
+                request.metadata(),
+                &req.request_id,
+            )?,
+        })
+        .await
+    }
+
+    async fn get_transfer(&self, request: Request<GetTransferRequest>) -> RpcResult<Transfer> {
+        let caller = self.caller(&request)?;
+        let id = request.get_ref().id;
+        if id <= 0 {
+            return Err(ApiError::invalid_field("id", "must be a positive transfer id").into());
+        }
+        let owns = |owner: &str, kind: &str| kind == "customer" && owner == caller.username;
+        let row = store::get_transfer(&self.db, id)
+            .await
+            .map_err(ApiError::from)?
+            .filter(|t| {
+                caller.is_banker()
+                    || owns(&t.from_owner, &t.from_kind)
+                    || owns(&t.to_owner, &t.to_kind)
+            })
+            .ok_or_else(|| ApiError::not_found("transfer_not_found", "no such transfer"))?;
+        Ok(Response::new(transfer_to_proto(row.transfer)))
+    }
+
+    async fn list_transfers(
+        &self,
+        request: Request<ListTransfersRequest>,
+    ) -> RpcResult<ListTransfersResponse> {
+        let caller = self.caller(&request)?;
+        let req = request.get_ref();
+        let account = AccountId::parse(req.account_id, "account_id")?;
+        let size = PageSize::parse(req.page_size)?;
+        let token = PageToken::parse(&req.page_token)?;
+        self.readable_account(&caller, account).await?;
+        let mut rows = store::list_transfers(&self.db, account, size, token)
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
+        Ok(Response::new(ListTransfersResponse {
+            transfers: rows.into_iter().map(transfer_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<ListEntriesRequest>,
+    ) -> RpcResult<ListEntriesResponse> {
+        let caller = self.caller(&request)?;
+        let req = request.get_ref();
+        let account = AccountId::parse(req.account_id, "account_id")?;
+        let size = PageSize::parse(req.page_size)?;
+        let token = PageToken::parse(&req.page_token)?;
+        self.readable_account(&caller, account).await?;
+        let mut rows = store::list_entries(&self.db, account, size, token)
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
+        Ok(Response::new(ListEntriesResponse {
+            entries: rows.into_iter().map(entry_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn deposit(&self, request: Request<DepositRequest>) -> RpcResult<TransferResult> {
+        let r = request.get_ref();
+        let args = (
+            r.account_id,
+            r.amount,
+            r.currency.as_str(),
+            r.request_id.as_str(),
+        );
+        self.cash(&request, Kind::Deposit, args).await
+    }
+
+    async fn withdraw(&self, request: Request<WithdrawRequest>) -> RpcResult<TransferResult> {
+        let r = request.get_ref();
+        let args = (
+            r.account_id,
+            r.amount,
+            r.currency.as_str(),
+            r.request_id.as_str(),
+        );
+        self.cash(&request, Kind::Withdrawal, args).await
+    }
+
+    async fn reconcile(&self, request: Request<ReconcileRequest>) -> RpcResult<ReconcileResponse> {
+        let caller = self.caller(&request)?;
+        caller.require_banker()?;
+        let report = reconcile::run(&self.db).await.map_err(ApiError::from)?;
+        if !report.ok() {
+            tracing::error!(violations = ?report.violations, "reconcile found violations");
+        }
+        Ok(Response::new(ReconcileResponse {
+            ok: report.ok(),
+            totals: report
+                .totals
+                .into_iter()
+                .map(|t| CurrencyTotal {
+                    currency: t.currency,
+                    total_balance: t.total_balance,
+                    accounts: t.accounts,
+                })
+                .collect(),
+            accounts_checked: report.accounts_checked,
+            transfers_checked: report.transfers_checked,
+            violations: report.violations,
+        }))
+    }
+}
+
+fn kind_to_proto(kind: &str) -> TransferKind {
+    match kind {
+        "deposit" => TransferKind::Deposit,
+        "withdrawal" => TransferKind::Withdrawal,
+        _ => TransferKind::Transfer,
+    }
+}
+
+fn transfer_to_proto(t: TransferRow) -> Transfer {
+    Transfer {
+        id: t.id,
+        from_account_id: t.from_account_id,
+        to_account_id: t.to_account_id,
+        amount: t.amount,
+        currency: t.currency,
+        kind: kind_to_proto(&t.kind) as i32,
+        created_by: t.created_by,
+        created_at: Some(timestamp(t.created_at)),
+    }
+}
+
+fn entry_to_proto(e: EntryRow) -> Entry {
+    Entry {
+        id: e.id,
+        account_id: e.account_id,
+        transfer_id: e.transfer_id,
+        amount: e.amount,
+        balance_after: e.balance_after,
+        created_at: Some(timestamp(e.created_at)),
+    }
+}
+
+fn result_to_proto(o: Outcome) -> TransferResult {
+    let created_at = Some(timestamp(o.created_at));
+    TransferResult {
+        from_entry: Some(Entry {
+            id: o.from_entry_id,
+            account_id: o.from_account_id,
+            transfer_id: o.transfer_id,
+            amount: o.from_entry_amount,
+            balance_after: o.from_balance_after,
+            created_at,
+        }),
+        to_entry: Some(Entry {
+            id: o.to_entry_id,
+            account_id: o.to_account_id,
+            transfer_id: o.transfer_id,
+            amount: o.to_entry_amount,
+            balance_after: o.to_balance_after,
+            created_at,
+        }),
+        from_account_balance: o.from_balance_after,
+        replayed: o.replayed,
+        transfer: Some(Transfer {
+            id: o.transfer_id,
+            from_account_id: o.from_account_id,
+            to_account_id: o.to_account_id,
+            amount: o.amount,
+            currency: o.currency,
+            kind: kind_to_proto(&o.kind) as i32,
+            created_by: o.created_by,
+            created_at,
+        }),
+    }
+}
