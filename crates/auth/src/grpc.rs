@@ -1,8 +1,166 @@
-//! gRPC handlers. RPCs not written yet answer UNIMPLEMENTED (generated default stubs).
+//! gRPC handlers: extract → call the domain → map the result. Nothing else lives here.
 
-use proto::auth::v1::auth_service_server::AuthService;
+use chrono::{DateTime, Utc};
+use platform::{
+    ApiError, Caller,
+    caller::{RpcResult, authenticate, client_ip, user_agent},
+    token::Role,
+};
+use proto::auth::v1::{self as pb, auth_service_server::AuthService};
+use tonic::{Request, Response, Status};
 
-pub struct AuthApi {}
+use crate::domain::{
+    Auth, User,
+    sessions::{self, Client, Issued},
+    users::{self, Changes, SignUp},
+    verification,
+};
+
+pub struct AuthApi {
+    auth: Auth,
+}
+
+impl AuthApi {
+    pub fn new(auth: Auth) -> Self {
+        Self { auth }
+    }
+
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        authenticate(req.metadata(), &self.auth.tokens).map_err(Status::from)
+    }
+}
+
+fn ok<T>(v: T) -> RpcResult<T> {
+    Ok(Response::new(v))
+}
 
 #[tonic::async_trait]
-impl AuthService for AuthApi {}
+impl AuthService for AuthApi {
+    async fn create_user(
+        &self,
+        req: Request<pb::CreateUserRequest>,
+    ) -> RpcResult<pb::CreateUserResponse> {
+        let r = req.into_inner();
+        let signup = SignUp::parse(&r.username, &r.full_name, &r.email, &r.password)?;
+        let user = users::create_user(&self.auth, signup).await?;
+        ok(pb::CreateUserResponse {
+            user: Some(user_pb(&user)),
+        })
+    }
+
+    async fn login_user(
+        &self,
+        req: Request<pb::LoginUserRequest>,
+    ) -> RpcResult<pb::LoginUserResponse> {
+        let client = Client {
+            user_agent: user_agent(req.metadata()),
+            ip: client_ip(&req),
+        };
+        let r = req.into_inner();
+        let (user, t) = sessions::login(&self.auth, &r.username, &r.password, &client).await?;
+        ok(pb::LoginUserResponse {
+            user: Some(user_pb(&user)),
+            session_id: t.session_id.to_string(),
+            access_token: t.access_token,
+            access_token_expires_at: Some(ts(t.access_expires_at)),
+            refresh_token: t.refresh_token,
+            refresh_token_expires_at: Some(ts(t.refresh_expires_at)),
+        })
+    }
+
+    async fn renew_access_token(
+        &self,
+        req: Request<pb::RenewAccessTokenRequest>,
+    ) -> RpcResult<pb::RenewAccessTokenResponse> {
+        let r = req.into_inner();
+        if r.refresh_token.trim().is_empty() {
+            return Err(ApiError::invalid_field("refresh_token", "required").into());
+        }
+        let Issued {
+            session_id,
+            access_token,
+            access_expires_at,
+            refresh_token,
+            refresh_expires_at,
+        } = sessions::renew(&self.auth, &r.refresh_token).await?;
+        ok(pb::RenewAccessTokenResponse {
+            access_token,
+            access_token_expires_at: Some(ts(access_expires_at)),
+            refresh_token,
+            refresh_token_expires_at: Some(ts(refresh_expires_at)),
+            session_id: session_id.to_string(),
+        })
+    }
+
+    async fn logout(&self, req: Request<pb::LogoutRequest>) -> RpcResult<pb::LogoutResponse> {
+        let caller = self.caller(&req)?;
+        let sid = sessions::logout(&self.auth, &caller).await?;
+        ok(pb::LogoutResponse {
+            session_id: sid.to_string(),
+        })
+    }
+
+    async fn get_user(&self, req: Request<pb::GetUserRequest>) -> RpcResult<pb::User> {
+        let caller = self.caller(&req)?;
+        let user = users::get_user(&self.auth, &caller, &req.get_ref().username).await?;
+        ok(user_pb(&user))
+    }
+
+    async fn update_user(&self, req: Request<pb::UpdateUserRequest>) -> RpcResult<pb::User> {
+        let caller = self.caller(&req)?;
+        let r = req.into_inner();
+        let changes = Changes::parse(
+            r.full_name.as_deref(),
+            r.email.as_deref(),
+            r.password.as_deref(),
+        )?;
+        let user = users::update_user(&self.auth, &caller, &r.username, changes).await?;
+        ok(user_pb(&user))
+    }
+
+    async fn verify_email(
+        &self,
+        req: Request<pb::VerifyEmailRequest>,
+    ) -> RpcResult<pb::VerifyEmailResponse> {
+        let r = req.into_inner();
+        let username = verification::verify_email(&self.auth, r.email_id, &r.secret_code).await?;
+        ok(pb::VerifyEmailResponse {
+            email_verified: true,
+            username,
+            message: "email verified; access tokens issued before now still say unverified: \
+                      renew the access token to carry the new flag"
+                .into(),
+        })
+    }
+
+    async fn resend_verification_email(
+        &self,
+        req: Request<pb::ResendVerificationEmailRequest>,
+    ) -> RpcResult<pb::ResendVerificationEmailResponse> {
+        let caller = self.caller(&req)?;
+        let email = verification::resend(&self.auth, &caller).await?;
+        ok(pb::ResendVerificationEmailResponse { email })
+    }
+}
+
+fn user_pb(u: &User) -> pb::User {
+    pb::User {
+        username: u.username.clone(),
+        full_name: u.full_name.clone(),
+        email: u.email.clone(),
+        role: match u.role() {
+            Role::Depositor => pb::Role::Depositor,
+            Role::Banker => pb::Role::Banker,
+        } as i32,
+        email_verified: u.email_verified,
+        password_changed_at: Some(ts(u.password_changed_at)),
+        created_at: Some(ts(u.created_at)),
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}

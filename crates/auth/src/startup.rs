@@ -1,14 +1,47 @@
-//! Builds the service from config and runs it until shutdown.
+//! Builds the service from config and runs it (gRPC API + outbox relay) until shutdown.
 
-use platform::{Listeners, Shutdown, http::Readiness};
+use std::path::Path;
+
+use platform::{Listeners, Shutdown, http::Readiness, token::Keys};
 use proto::auth::v1::auth_service_server::AuthServiceServer;
 
-use crate::{config::Config, grpc::AuthApi};
+use crate::{
+    config::Config,
+    domain::{Auth, Hasher},
+    grpc::AuthApi,
+    relay,
+    throttle::Throttle,
+};
 
 pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let db = platform::db::pool(&cfg.database)?;
     let redis = platform::redis::pool(&cfg.redis)?;
-    let routes = tonic::service::Routes::new(AuthServiceServer::new(AuthApi {}));
+    let keys = signing_keys(&cfg)?;
+    let auth = Auth {
+        db: db.clone(),
+        hasher: Hasher::new(&cfg.password)?,
+        tokens: keys.maker(cfg.token.kind),
+        throttle: Throttle::new(
+            redis.clone(),
+            &cfg.redis.key_prefix,
+            cfg.login_throttle.clone(),
+            cfg.verification.clone(),
+        ),
+        session: cfg.session.clone(),
+        verification: cfg.verification.clone(),
+    };
+
+    let relay = cfg.relay.enabled.then(|| {
+        let relay_redis = cfg.relay.redis.clone().unwrap_or_else(|| cfg.redis.clone());
+        tokio::spawn(relay::run(
+            db.clone(),
+            relay_redis,
+            cfg.relay.clone(),
+            shutdown.clone(),
+        ))
+    });
+
+    let routes = tonic::service::Routes::new(AuthServiceServer::new(AuthApi::new(auth)));
     let readiness = Readiness::new().postgres(db.clone()).redis(redis.clone());
     let result = platform::serve_all(
         &cfg.server,
@@ -16,9 +49,53 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         routes,
         &[proto::service_names::AUTH],
         readiness,
-        shutdown,
+        shutdown.clone(),
     )
     .await;
+    // the servers are down (by signal or by error): stop the relay too, then close the pool
+    shutdown.trigger();
+    if let Some(handle) = relay {
+        match handle.await {
+            Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "outbox relay failed"),
+            Err(e) => tracing::error!(error = %e, "outbox relay panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     db.close().await;
     result
+}
+
+/// The signing key: `token.private_key(_file)` when configured, else a development key pair kept
+/// under `dev_key_dir` (created on first run; never for production).
+fn signing_keys(cfg: &Config) -> anyhow::Result<Keys> {
+    let configured = cfg
+        .token
+        .private_key
+        .as_deref()
+        .is_some_and(|k| !k.trim().is_empty())
+        || cfg.token.private_key_file.is_some();
+    let keys = if configured {
+        Keys::from_config(&cfg.token)?
+    } else {
+        tracing::warn!(dir = %cfg.dev_key_dir,
+            "no token.private_key configured: using the development key pair under dev_key_dir");
+        Keys::load_or_create_dev(Path::new(&cfg.dev_key_dir))?
+    };
+    if keys.private_b64().is_none() {
+        anyhow::bail!("the auth service needs a private token key to sign access tokens");
+    }
+    let public_only = platform::config::TokenConfig {
+        private_key: None,
+        private_key_file: None,
+        ..cfg.token.clone()
+    };
+    if let Ok(public) = Keys::from_config(&public_only)
+        && public.public_b64() != keys.public_b64()
+    {
+        tracing::warn!(
+            "token.public_key does not match the private key: other services will \
+                        reject the tokens this service issues"
+        );
+    }
+    Ok(keys)
 }

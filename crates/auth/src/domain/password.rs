@@ -1,0 +1,90 @@
+//! argon2id password hashing. Hashing is CPU-bound (tens of ms), so it runs on the blocking pool.
+
+use std::sync::Arc;
+
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+
+use super::{AuthError, types::Password};
+use crate::config::PasswordConfig;
+
+#[derive(Clone)]
+pub struct Hasher {
+    argon: Arc<Argon2<'static>>,
+    /// A hash of a random password with the same cost: verifying against it when the user does not
+    /// exist makes "unknown user" take as long as "wrong password".
+    dummy: Arc<String>,
+}
+
+impl Hasher {
+    pub fn new(cfg: &PasswordConfig) -> Result<Self, AuthError> {
+        let params = Params::new(
+            cfg.argon2_memory_kib,
+            cfg.argon2_iterations,
+            cfg.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| AuthError::Internal(format!("argon2 params: {e}")))?;
+        let argon = Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params));
+        let dummy = hash_with(&argon, &super::secrets::random_token())?;
+        Ok(Self {
+            argon,
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    /// OWASP parameters (m=19456 KiB, t=2, p=1).
+    pub fn owasp() -> Result<Self, AuthError> {
+        Self::new(&PasswordConfig::default())
+    }
+
+    pub async fn hash(&self, password: &Password) -> Result<String, AuthError> {
+        let argon = self.argon.clone();
+        let pw = password.expose().to_owned();
+        tokio::task::spawn_blocking(move || hash_with(&argon, &pw))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?
+    }
+
+    /// True when `password` matches `stored`; with `stored = None` it checks against the dummy
+    /// hash (and returns false) so the time taken does not reveal whether the user exists.
+    pub async fn verify(&self, password: &str, stored: Option<&str>) -> bool {
+        let argon = self.argon.clone();
+        let pw = password.to_owned();
+        let exists = stored.is_some();
+        let hash = stored.map_or_else(|| self.dummy.as_str().to_owned(), str::to_owned);
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|h| argon.verify_password(pw.as_bytes(), &h).is_ok())
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        ok && exists
+    }
+}
+
+fn hash_with(argon: &Argon2<'static>, password: &str) -> Result<String, AuthError> {
+    let h: PasswordHash = argon
+        .hash_password(password.as_bytes())
+        .map_err(|e| AuthError::Internal(format!("argon2: {e}")))?;
+    Ok(h.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_with_owasp_parameters_and_verify() {
+        let h = Hasher::owasp().unwrap();
+        let pw = Password::parse("correct horse").unwrap();
+        let stored = h.hash(&pw).await.unwrap();
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{stored}"
+        );
+        assert!(h.verify("correct horse", Some(&stored)).await);
+        assert!(!h.verify("wrong horse", Some(&stored)).await);
+        assert!(!h.verify("correct horse", None).await);
+    }
+}

@@ -1,0 +1,179 @@
+//! Login, refresh-token rotation with reuse detection (RFC 9700), logout.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use platform::{
+    Caller,
+    token::{Claims, Role},
+};
+use uuid::Uuid;
+
+use super::{Auth, AuthError, User, Username, secrets};
+use crate::store;
+
+/// Tokens handed out by login and renew.
+#[derive(Debug)]
+pub struct Issued {
+    pub session_id: Uuid,
+    pub access_token: String,
+    pub access_expires_at: DateTime<Utc>,
+    pub refresh_token: String,
+    pub refresh_expires_at: DateTime<Utc>,
+}
+
+/// Where a login comes from (what the gateway saw).
+#[derive(Debug, Default, Clone)]
+pub struct Client {
+    pub user_agent: String,
+    pub ip: String,
+}
+
+/// Unknown user and wrong password look the same: same error, about the same time (the dummy
+/// hash). Failures count against the username and the client IP.
+pub async fn login(
+    auth: &Auth,
+    username: &str,
+    password: &str,
+    client: &Client,
+) -> Result<(User, Issued), AuthError> {
+    // A malformed username cannot exist; it is still hashed against so it is not faster.
+    let username = Username::parse(username).ok();
+    let name = username.as_ref().map(Username::as_str);
+    auth.throttle.check_login(name, &client.ip).await?;
+    let user = match name {
+        Some(n) => store::get_user(&auth.db, n).await?,
+        None => None,
+    };
+    let ok = auth
+        .hasher
+        .verify(password, user.as_ref().map(|u| u.hashed_password.as_str()))
+        .await;
+    let user = match user {
+        Some(u) if ok => u,
+        _ => {
+            metrics::counter!("login_failures_total").increment(1);
+            auth.throttle.record_login_failure(name, &client.ip).await;
+            return Err(AuthError::InvalidCredentials);
+        }
+    };
+    auth.throttle.clear_login(&user.username).await;
+
+    let session_id = Uuid::new_v4();
+    // whole seconds: what the client sees equals what PostgreSQL stores (microseconds)
+    let refresh_expires_at =
+        (Utc::now() + secs(auth.session.refresh_token_ttl_secs)).trunc_subsecs(0);
+    let refresh_token = secrets::random_token();
+    let mut tx = auth.db.begin().await?;
+    store::insert_session(
+        &mut tx,
+        session_id,
+        &user.username,
+        &client.user_agent,
+        &client.ip,
+        refresh_expires_at,
+    )
+    .await?;
+    store::insert_refresh_token(&mut tx, &secrets::token_hash(&refresh_token), session_id).await?;
+    tx.commit().await?;
+
+    let (access_token, access_expires_at) = access(
+        auth,
+        &user.username,
+        user.role(),
+        session_id,
+        user.email_verified,
+    )?;
+    Ok((
+        user,
+        Issued {
+            session_id,
+            access_token,
+            access_expires_at,
+            refresh_token,
+            refresh_expires_at,
+        },
+    ))
+}
+
+/// Rotates: the presented token is spent and a new one issued. Presenting a spent token again
+/// revokes the session (the thief's and the owner's newest token both stop working).
+pub async fn renew(auth: &Auth, refresh_token: &str) -> Result<Issued, AuthError> {
+    let hash = secrets::token_hash(refresh_token.trim());
+    let mut tx = auth.db.begin().await?;
+    let found = store::lock_refresh_token(&mut tx, &hash)
+        .await?
+        .ok_or(AuthError::RefreshTokenUnknown)?;
+    if found.blocked {
+        return Err(AuthError::SessionBlocked);
+    }
+    if found.rotated_at.is_some() {
+        store::block_session(
+            &mut *tx,
+            found.session_id,
+            &found.username,
+            "refresh_token_reused",
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::warn!(session_id = %found.session_id, username = %found.username,
+            "refresh token reuse detected; session revoked");
+        return Err(AuthError::RefreshTokenReused);
+    }
+    if found.expires_at <= Utc::now() {
+        return Err(AuthError::SessionExpired);
+    }
+    store::rotate_refresh_token(&mut tx, &hash).await?;
+    let new_token = secrets::random_token();
+    store::insert_refresh_token(&mut tx, &secrets::token_hash(&new_token), found.session_id)
+        .await?;
+    tx.commit().await?;
+
+    let role = Role::parse(&found.role).unwrap_or(Role::Depositor);
+    let (access_token, access_expires_at) = access(
+        auth,
+        &found.username,
+        role,
+        found.session_id,
+        found.email_verified,
+    )?;
+    Ok(Issued {
+        session_id: found.session_id,
+        access_token,
+        access_expires_at,
+        refresh_token: new_token,
+        // the session's absolute end: rotation does not extend it
+        refresh_expires_at: found.expires_at,
+    })
+}
+
+/// Revokes the caller's session (the `sid` of their access token).
+pub async fn logout(auth: &Auth, caller: &Caller) -> Result<Uuid, AuthError> {
+    store::block_session(&auth.db, caller.session_id, &caller.username, "logged_out").await?;
+    Ok(caller.session_id)
+}
+
+fn access(
+    auth: &Auth,
+    username: &str,
+    role: Role,
+    sid: Uuid,
+    email_verified: bool,
+) -> Result<(String, DateTime<Utc>), AuthError> {
+    let claims = Claims::access(
+        username,
+        role,
+        sid,
+        email_verified,
+        Duration::from_secs(auth.session.access_token_ttl_secs),
+    );
+    let token = auth
+        .tokens
+        .sign(&claims)
+        .map_err(|e| AuthError::Internal(format!("signing an access token: {e}")))?;
+    Ok((token, claims.exp))
+}
+
+fn secs(s: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000))
+}

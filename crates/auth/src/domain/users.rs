@@ -1,0 +1,187 @@
+//! Sign-up, reading and updating users.
+
+use chrono::{SubsecRound, Utc};
+use platform::Caller;
+use serde_json::json;
+use sqlx::PgConnection;
+
+use super::{Auth, AuthError, Email, FullName, Password, User, Username, collect, secrets};
+use crate::{config::VerificationConfig, store};
+
+/// A parsed sign-up request.
+#[derive(Debug)]
+pub struct SignUp {
+    pub username: Username,
+    pub full_name: FullName,
+    pub email: Email,
+    pub password: Password,
+}
+
+impl SignUp {
+    /// Parses every field, reporting all violations at once.
+    pub fn parse(
+        username: &str,
+        full_name: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<Self, AuthError> {
+        let mut v = Vec::new();
+        let username = collect(&mut v, Username::parse(username));
+        let full_name = collect(&mut v, FullName::parse(full_name));
+        let email = collect(&mut v, Email::parse(email));
+        let password = collect(&mut v, Password::parse(password));
+        match (username, full_name, email, password) {
+            (Some(username), Some(full_name), Some(email), Some(password)) => Ok(Self {
+                username,
+                full_name,
+                email,
+                password,
+            }),
+            _ => Err(AuthError::Invalid(v)),
+        }
+    }
+}
+
+/// Signs up a depositor. In one transaction: the user, a verification record and the
+/// `user.created` event; if any part fails, none of it exists.
+pub async fn create_user(auth: &Auth, s: SignUp) -> Result<User, AuthError> {
+    let hashed = auth.hasher.hash(&s.password).await?;
+    let mut tx = auth.db.begin().await?;
+    let user = store::insert_user(
+        &mut tx,
+        &store::NewUser {
+            username: s.username.as_str(),
+            full_name: s.full_name.as_str(),
+            email: s.email.as_str(),
+            hashed_password: &hashed,
+            role: "depositor",
+            email_verified: false,
+        },
+    )
+    .await
+    .map_err(AuthError::from_insert_user)?;
+    send_verification(&mut tx, &user, "user.created", &auth.verification).await?;
+    tx.commit().await?;
+    tracing::info!(username = %user.username, "user signed up");
+    Ok(user)
+}
+
+/// Writes a fresh verification record and the event that makes the mailer send it.
+pub(crate) async fn send_verification(
+    conn: &mut PgConnection,
+    user: &User,
+    event_type: &str,
+    cfg: &VerificationConfig,
+) -> Result<(), AuthError> {
+    let secret_code = secrets::random_token();
+    let ttl = chrono::Duration::seconds(i64::try_from(cfg.code_ttl_secs).unwrap_or(86_400));
+    let expires_at = (Utc::now() + ttl).trunc_subsecs(0);
+    let email_id =
+        store::insert_verification(conn, &user.username, &user.email, &secret_code, expires_at)
+            .await?;
+    let payload = json!({
+        "username": user.username,
+        "full_name": user.full_name,
+        "email": user.email,
+        "email_id": email_id,
+        "secret_code": secret_code,
+        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    store::insert_outbox(conn, event_type, &payload).await?;
+    Ok(())
+}
+
+/// Whose record the caller asks for: `me`/empty is the caller; a depositor may name only
+/// themself (PERMISSION_DENIED otherwise, whether or not the user exists, so nothing leaks);
+/// a banker may name anyone.
+pub fn target(caller: &Caller, requested: &str) -> Result<String, AuthError> {
+    let requested = requested.trim();
+    if requested.is_empty() || requested == "me" || requested == caller.username {
+        return Ok(caller.username.clone());
+    }
+    if caller.is_banker() {
+        Ok(requested.to_owned())
+    } else {
+        Err(AuthError::Forbidden)
+    }
+}
+
+pub async fn get_user(auth: &Auth, caller: &Caller, requested: &str) -> Result<User, AuthError> {
+    let username = target(caller, requested)?;
+    store::get_user(&auth.db, &username)
+        .await?
+        .ok_or(AuthError::UserNotFound)
+}
+
+/// A parsed update; `None` fields stay as they are.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub full_name: Option<FullName>,
+    pub email: Option<Email>,
+    pub password: Option<Password>,
+}
+
+impl Changes {
+    pub fn parse(
+        full_name: Option<&str>,
+        email: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Self, AuthError> {
+        let mut v = Vec::new();
+        let full_name = full_name.and_then(|s| collect(&mut v, FullName::parse(s)));
+        let email = email.and_then(|s| collect(&mut v, Email::parse(s)));
+        let password = password.and_then(|s| collect(&mut v, Password::parse(s)));
+        if v.is_empty() {
+            Ok(Self {
+                full_name,
+                email,
+                password,
+            })
+        } else {
+            Err(AuthError::Invalid(v))
+        }
+    }
+}
+
+/// Updates a user. A new email clears the verified flag and sends a new verification email; a new
+/// password revokes every other session of the user (the caller's own session stays when they
+/// change their own password).
+pub async fn update_user(
+    auth: &Auth,
+    caller: &Caller,
+    requested: &str,
+    changes: Changes,
+) -> Result<User, AuthError> {
+    let username = target(caller, requested)?;
+    let hashed = match &changes.password {
+        Some(p) => Some(auth.hasher.hash(p).await?),
+        None => None,
+    };
+    let mut tx = auth.db.begin().await?;
+    let current = store::lock_user(&mut tx, &username)
+        .await?
+        .ok_or(AuthError::UserNotFound)?;
+    let new_email = changes
+        .email
+        .as_ref()
+        .map(Email::as_str)
+        .filter(|e| *e != current.email);
+    let user = store::update_user(
+        &mut tx,
+        &username,
+        changes.full_name.as_ref().map(FullName::as_str),
+        new_email,
+        hashed.as_deref(),
+    )
+    .await
+    .map_err(AuthError::from_insert_user)?;
+    if new_email.is_some() {
+        send_verification(&mut tx, &user, "user.email_changed", &auth.verification).await?;
+    }
+    if hashed.is_some() {
+        let keep = (caller.username == username).then_some(caller.session_id);
+        store::block_other_sessions(&mut tx, &username, keep, "password_changed").await?;
+    }
+    tx.commit().await?;
+    Ok(user)
+}

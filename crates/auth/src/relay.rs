@@ -1,0 +1,214 @@
+//! The outbox relay: moves `auth.outbox` rows, oldest first, to the Redis Stream
+//! `{redis.key_prefix}events:users` and marks them published.
+//!
+//! - Woken by `NOTIFY auth_outbox` (sent by the writing transaction on commit), with a polling
+//!   fallback when notifications are missed or the listener connection is down.
+//! - Safe with several auth replicas: a transaction-scoped advisory lock lets one relay publish at a
+//!   time (so the stream keeps the outbox order), and rows are taken with `FOR UPDATE SKIP LOCKED`.
+//! - At least once: rows are marked published only after `XADD` succeeded (the batch is one
+//!   `MULTI`/`EXEC`). If the commit then fails, the batch is published again; the mailer
+//!   deduplicates by `event_id`. If Redis is down, rows stay and are retried with capped
+//!   exponential backoff.
+//! - Published rows are deleted after `relay.retention_secs`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use platform::{Shutdown, config::RedisConfig};
+use sqlx::{PgPool, postgres::PgListener};
+
+use crate::{config::RelayConfig, store};
+
+/// Arbitrary constant naming "the relay" among advisory locks.
+const RELAY_LOCK_KEY: i64 = 0x6175_7468_7265_6c61; // "authrela"
+
+/// The user-events stream key for a Redis key prefix.
+pub fn stream_key(prefix: &str) -> String {
+    format!("{prefix}events:users")
+}
+
+/// Runs the relay until `shutdown`. `redis` is the Redis the stream lives in.
+pub async fn run(
+    db: PgPool,
+    redis: RedisConfig,
+    cfg: RelayConfig,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let relay = Relay {
+        stream: stream_key(&redis.key_prefix),
+        redis_timeout: Duration::from_millis(redis.timeout_ms.max(1)),
+        redis: platform::redis::pool(&redis).context("relay redis pool")?,
+        db,
+        cfg,
+    };
+    relay.run(shutdown).await;
+    Ok(())
+}
+
+struct Relay {
+    db: PgPool,
+    redis: deadpool_redis::Pool,
+    redis_timeout: Duration,
+    stream: String,
+    cfg: RelayConfig,
+}
+
+impl Relay {
+    async fn run(&self, shutdown: Shutdown) {
+        tracing::info!(stream = %self.stream, "outbox relay started");
+        let initial = Duration::from_millis(self.cfg.backoff_initial_ms.max(1));
+        let max = Duration::from_millis(self.cfg.backoff_max_ms.max(1));
+        let poll = Duration::from_millis(self.cfg.poll_interval_ms.max(1));
+        let cleanup_every = Duration::from_secs(self.cfg.cleanup_interval_secs.max(1));
+        let mut backoff = initial;
+        let mut listener: Option<PgListener> = None;
+        let mut last_cleanup: Option<Instant> = None;
+
+        while !shutdown.is_triggered() {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            let wait = match self.drain(&shutdown).await {
+                Ok(_) => {
+                    backoff = initial;
+                    poll
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
+                        "outbox relay: publishing failed; rows kept for a retry");
+                    let w = backoff;
+                    backoff = (backoff * 2).min(max);
+                    w
+                }
+            };
+            self.report_backlog().await;
+            if last_cleanup.is_none_or(|t| t.elapsed() >= cleanup_every) {
+                self.cleanup().await;
+                last_cleanup = Some(Instant::now());
+            }
+            // After a failure only the backoff timer may wake us: a burst of NOTIFYs must not
+            // turn into a retry storm against a Redis that is down.
+            let failing = wait != poll;
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(wait) => {}
+                r = recv(&mut listener), if !failing => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "outbox relay: LISTEN connection lost; polling");
+                        listener = None;
+                    }
+                }
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let result = async {
+            let mut l = PgListener::connect_with(&self.db).await?;
+            l.listen(store::OUTBOX_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        }
+        .await;
+        result
+            .map_err(|e| tracing::warn!(error = %e, "outbox relay: cannot LISTEN; polling"))
+            .ok()
+    }
+
+    /// Publishes batches until nothing is left (or shutdown). Returns how many rows it moved.
+    async fn drain(&self, shutdown: &Shutdown) -> anyhow::Result<u64> {
+        let mut total = 0;
+        while !shutdown.is_triggered() {
+            let n = self.publish_batch().await?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        Ok(total)
+    }
+
+    async fn publish_batch(&self) -> anyhow::Result<u64> {
+        let mut tx = self.db.begin().await?;
+        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !mine {
+            // another replica is publishing; it drains everything, including what woke us
+            return Ok(0);
+        }
+        let rows = store::lock_unpublished(&mut tx, self.cfg.batch_size.max(1)).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for r in &rows {
+            pipe.cmd("XADD")
+                .arg(&self.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.cfg.stream_maxlen)
+                .arg("*")
+                .arg("event_id")
+                .arg(r.event_id.to_string())
+                .arg("event_type")
+                .arg(&r.event_type)
+                .arg("payload")
+                .arg(&r.payload)
+                .ignore();
+        }
+        tokio::time::timeout(self.redis_timeout, async {
+            let mut conn = self.redis.get().await.context("redis connection")?;
+            pipe.query_async::<()>(&mut *conn).await.context("XADD")?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+        .context("redis timed out")??;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        store::mark_published(&mut tx, &ids).await?;
+        tx.commit().await?;
+        let n = rows.len() as u64;
+        metrics::counter!("outbox_published_total").increment(n);
+        tracing::debug!(count = n, "outbox relay: published");
+        Ok(n)
+    }
+
+    async fn report_backlog(&self) {
+        match store::outbox_backlog(&self.db).await {
+            Ok(n) => metrics::gauge!("outbox_backlog").set(n as f64),
+            Err(e) => tracing::debug!(error = %e, "outbox relay: cannot count the backlog"),
+        }
+    }
+
+    async fn cleanup(&self) {
+        let retention = chrono::Duration::seconds(
+            i64::try_from(self.cfg.retention_secs).unwrap_or(i64::MAX / 1000),
+        );
+        let cutoff = chrono::Utc::now() - retention;
+        let limit = self.cfg.cleanup_batch_size.max(1);
+        loop {
+            match store::delete_published_before(&self.db, cutoff, limit).await {
+                Ok(n) if n >= limit as u64 => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(deleted = n, "outbox relay: old published rows deleted");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay: cleanup failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(l) => l.recv().await.map(|_| ()),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,351 @@
+//! Every SQL statement of the auth service, one function each. Callers pass a transaction when
+//! several statements must commit together.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::User;
+
+const USER_COLUMNS: &str = "username, full_name, email, hashed_password, role, email_verified, \
+                            password_changed_at, created_at";
+
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub full_name: &'a str,
+    pub email: &'a str,
+    pub hashed_password: &'a str,
+    pub role: &'a str,
+    pub email_verified: bool,
+}
+
+/// Fails with a unique violation on `users_pkey` (username) or `users_email_key` (email).
+pub async fn insert_user(conn: &mut PgConnection, u: &NewUser<'_>) -> Result<User, sqlx::Error> {
+    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO auth.users (username, full_name, email, hashed_password, role, email_verified)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {USER_COLUMNS}"
+    )))
+    .bind(u.username)
+    .bind(u.full_name)
+    .bind(u.email)
+    .bind(u.hashed_password)
+    .bind(u.role)
+    .bind(u.email_verified)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn get_user<'e>(
+    db: impl PgExecutor<'e>,
+    username: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM auth.users WHERE username = $1"
+    )))
+    .bind(username)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn lock_user(
+    conn: &mut PgConnection,
+    username: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM auth.users WHERE username = $1 FOR UPDATE"
+    )))
+    .bind(username)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Sets the given fields; a new email clears the verified flag, a new password stamps
+/// `password_changed_at`. Fails with a unique violation on `users_email_key`.
+pub async fn update_user(
+    conn: &mut PgConnection,
+    username: &str,
+    full_name: Option<&str>,
+    email: Option<&str>,
+    hashed_password: Option<&str>,
+) -> Result<User, sqlx::Error> {
+    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
+        "UPDATE auth.users SET
+             full_name = COALESCE($2, full_name),
+             email = COALESCE($3, email),
+             email_verified = CASE WHEN $3::text IS NULL THEN email_verified ELSE false END,
+             hashed_password = COALESCE($4, hashed_password),
+             password_changed_at = CASE WHEN $4::text IS NULL THEN password_changed_at ELSE now() END
+         WHERE username = $1
+         RETURNING {USER_COLUMNS}"
+    )))
+    .bind(username)
+    .bind(full_name)
+    .bind(email)
+    .bind(hashed_password)
+    .fetch_one(conn)
+    .await
+}
+
+/// Marks the user verified if `email` is still their address; false when it changed since.
+pub async fn mark_user_verified(
+    conn: &mut PgConnection,
+    username: &str,
+    email: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE auth.users SET email_verified = true WHERE username = $1 AND lower(email) = lower($2)",
+    )
+    .bind(username)
+    .bind(email)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+// --- email verification ---------------------------------------------------------------------
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct Verification {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub secret_code: String,
+    pub used: bool,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub async fn insert_verification(
+    conn: &mut PgConnection,
+    username: &str,
+    email: &str,
+    secret_code: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO auth.verify_emails (username, email, secret_code, expires_at)
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(username)
+    .bind(email)
+    .bind(secret_code)
+    .bind(expires_at)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn lock_verification(
+    conn: &mut PgConnection,
+    id: i64,
+) -> Result<Option<Verification>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, username, email, secret_code, used, expires_at
+         FROM auth.verify_emails WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn mark_verification_used(conn: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE auth.verify_emails SET used = true WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+// --- outbox ---------------------------------------------------------------------------------
+
+/// The channel the relay LISTENs on.
+pub const OUTBOX_CHANNEL: &str = "auth_outbox";
+
+/// Writes an event in the caller's transaction and wakes the relay when that transaction commits
+/// (NOTIFY is transactional: a rolled-back event wakes no one).
+pub async fn insert_outbox(
+    conn: &mut PgConnection,
+    event_type: &str,
+    payload: &serde_json::Value,
+) -> Result<Uuid, sqlx::Error> {
+    let event_id = Uuid::now_v7();
+    sqlx::query("INSERT INTO auth.outbox (event_id, event_type, payload) VALUES ($1, $2, $3)")
+        .bind(event_id)
+        .bind(event_type)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(OUTBOX_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(event_id)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub payload: String,
+}
+
+/// Locks the oldest unpublished rows; rows another relay holds are skipped.
+pub async fn lock_unpublished(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, event_id, event_type, payload::text AS payload FROM auth.outbox
+         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE auth.outbox SET published_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn outbox_backlog<'e>(db: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM auth.outbox WHERE published_at IS NULL")
+        .fetch_one(db)
+        .await
+}
+
+/// Deletes up to `limit` rows published before `cutoff`; returns how many.
+pub async fn delete_published_before<'e>(
+    db: impl PgExecutor<'e>,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM auth.outbox WHERE id IN (
+             SELECT id FROM auth.outbox WHERE published_at < $1 ORDER BY published_at LIMIT $2)",
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+}
+
+// --- sessions -------------------------------------------------------------------------------
+
+pub async fn insert_session(
+    conn: &mut PgConnection,
+    id: Uuid,
+    username: &str,
+    user_agent: &str,
+    client_ip: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO auth.sessions (id, username, user_agent, client_ip, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(username)
+    .bind(user_agent)
+    .bind(client_ip)
+    .bind(expires_at)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+pub async fn insert_refresh_token(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    session_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO auth.refresh_tokens (token_hash, session_id) VALUES ($1, $2)")
+        .bind(token_hash)
+        .bind(session_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// A presented refresh token with its session and user, the session row locked so concurrent
+/// renewals of one session are serialised.
+#[derive(Debug, sqlx::FromRow)]
+pub struct RefreshLookup {
+    pub session_id: Uuid,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub blocked: bool,
+    pub expires_at: DateTime<Utc>,
+    pub username: String,
+    pub role: String,
+    pub email_verified: bool,
+}
+
+pub async fn lock_refresh_token(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+) -> Result<Option<RefreshLookup>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.id AS session_id, t.rotated_at, s.blocked, s.expires_at, u.username, u.role,
+                u.email_verified
+         FROM auth.refresh_tokens t
+         JOIN auth.sessions s ON s.id = t.session_id
+         JOIN auth.users u ON u.username = s.username
+         WHERE t.token_hash = $1
+         FOR UPDATE OF s",
+    )
+    .bind(token_hash)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn rotate_refresh_token(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE auth.refresh_tokens SET rotated_at = now() WHERE token_hash = $1")
+        .bind(token_hash)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Blocks one session of `username`; false when there is no such session.
+pub async fn block_session<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+    username: &str,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE auth.sessions SET blocked = true, blocked_reason = COALESCE(blocked_reason, $3)
+         WHERE id = $1 AND username = $2",
+    )
+    .bind(id)
+    .bind(username)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Blocks every open session of `username` except `keep`.
+pub async fn block_other_sessions(
+    conn: &mut PgConnection,
+    username: &str,
+    keep: Option<Uuid>,
+    reason: &str,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE auth.sessions SET blocked = true, blocked_reason = $3
+         WHERE username = $1 AND NOT blocked AND ($2::uuid IS NULL OR id <> $2)",
+    )
+    .bind(username)
+    .bind(keep)
+    .bind(reason)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
+}

@@ -1,0 +1,291 @@
+//! Login, throttling, access tokens (PASETO and JWT), refresh rotation with reuse detection,
+//! logout.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use platform::{
+    config::TokenKind,
+    token::{Claims, Role},
+};
+use proto::auth::v1 as pb;
+use tonic::Code;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn login_returns_tokens_and_records_user_agent_and_the_gateways_client_ip() {
+    let app = app().await;
+    app.sign_up("ann").await;
+    let req = with_metadata(
+        pb::LoginUserRequest {
+            username: "ann".into(),
+            password: PASSWORD.into(),
+        },
+        &[
+            ("x-client-ip", "203.0.113.7"),
+            ("x-client-user-agent", "curl/8.5"),
+            // a client-supplied header is never trusted
+            ("x-forwarded-for", "6.6.6.6"),
+        ],
+    );
+    let s = app.client().login_user(req).await.unwrap().into_inner();
+    assert_eq!(s.user.unwrap().username, "ann");
+    let claims = app
+        .keys
+        .maker(TokenKind::Paseto)
+        .verify(&s.access_token)
+        .expect("a PASETO access token");
+    assert_eq!(claims.sub, "ann");
+    assert_eq!(claims.role, Role::Depositor);
+    assert_eq!(claims.sid.to_string(), s.session_id);
+    assert_eq!(claims.typ, "access");
+    assert!(!claims.email_verified);
+    let access_ttl = s.access_token_expires_at.unwrap().seconds - Utc::now().timestamp();
+    assert!((800..=900).contains(&access_ttl), "{access_ttl}");
+    let refresh_ttl = s.refresh_token_expires_at.unwrap().seconds - Utc::now().timestamp();
+    assert!(
+        (7 * 86400 - 120..=7 * 86400).contains(&refresh_ttl),
+        "{refresh_ttl}"
+    );
+    assert!(s.refresh_token.len() >= 43);
+
+    let (ua, ip): (String, String) =
+        sqlx::query_as("SELECT user_agent, client_ip FROM auth.sessions WHERE id = $1")
+            .bind(Uuid::parse_str(&s.session_id).unwrap())
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((ua.as_str(), ip.as_str()), ("curl/8.5", "203.0.113.7"));
+    // only a hash of the refresh token is stored
+    let (stored,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM auth.refresh_tokens WHERE token_hash = $1::bytea")
+            .bind(s.refresh_token.as_bytes())
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_answer() {
+    let app = app().await;
+    app.sign_up("ann").await;
+    let wrong = app.login("ann", "not the password").await.unwrap_err();
+    let unknown = app.login("nobody", PASSWORD).await.unwrap_err();
+    let malformed = app.login("No Body!", PASSWORD).await.unwrap_err();
+    for err in [&wrong, &unknown, &malformed] {
+        assert_status(err, Code::Unauthenticated, "invalid_credentials");
+        assert_eq!(err.message(), wrong.message());
+    }
+}
+
+#[tokio::test]
+async fn repeated_failures_for_a_username_are_throttled_until_the_window_ends() {
+    let app = app_with(|c| {
+        c.login_throttle.max_failures_per_username = 3;
+        c.login_throttle.window_secs = 2;
+    })
+    .await;
+    app.sign_up("ann").await;
+    for _ in 0..3 {
+        let err = app.login("ann", "wrong password").await.unwrap_err();
+        assert_status(&err, Code::Unauthenticated, "invalid_credentials");
+    }
+    // even the right password is refused while throttled
+    let err = app.login("ann", PASSWORD).await.unwrap_err();
+    assert_status(&err, Code::ResourceExhausted, "too_many_attempts");
+    let retry = tonic_types::StatusExt::get_details_retry_info(&err).expect("retry hint");
+    let delay = retry.retry_delay.expect("retry delay");
+    assert!(
+        delay >= Duration::from_secs(1) && delay <= Duration::from_secs(2),
+        "{delay:?}"
+    );
+    // another user is not affected by ann's counter
+    app.sign_up("bob").await;
+    app.login("bob", PASSWORD).await.expect("bob logs in");
+
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    app.login("ann", PASSWORD)
+        .await
+        .expect("the block lifts when the window ends");
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_ip_are_throttled_across_usernames() {
+    let app = app_with(|c| c.login_throttle.max_failures_per_ip = 3).await;
+    let attempt = |username: &'static str, ip: &'static str| {
+        let mut client = app.client();
+        async move {
+            client
+                .login_user(with_metadata(
+                    pb::LoginUserRequest {
+                        username: username.into(),
+                        password: "guess-guess".into(),
+                    },
+                    &[("x-client-ip", ip)],
+                ))
+                .await
+        }
+    };
+    for name in ["u1", "u2", "u3"] {
+        let err = attempt(name, "198.51.100.1").await.unwrap_err();
+        assert_status(&err, Code::Unauthenticated, "invalid_credentials");
+    }
+    let err = attempt("u4", "198.51.100.1").await.unwrap_err();
+    assert_status(&err, Code::ResourceExhausted, "too_many_attempts");
+    let err = attempt("u4", "198.51.100.2").await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "invalid_credentials");
+}
+
+#[tokio::test]
+async fn renew_rotates_the_refresh_token_and_the_old_one_stops_working() {
+    let app = app().await;
+    let s = app.user_session("ann").await;
+    let r1 = app.renew(&s.refresh_token).await.unwrap();
+    assert_ne!(r1.refresh_token, s.refresh_token);
+    assert_eq!(r1.session_id, s.session_id);
+    let claims = app
+        .keys
+        .maker(TokenKind::Paseto)
+        .verify(&r1.access_token)
+        .unwrap();
+    assert_eq!(claims.sub, "ann");
+    // rotation does not extend the session
+    assert_eq!(r1.refresh_token_expires_at, s.refresh_token_expires_at);
+    let r2 = app.renew(&r1.refresh_token).await.unwrap();
+    assert_ne!(r2.refresh_token, r1.refresh_token);
+    assert!(app.get_user(&r2.access_token, "me").await.is_ok());
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_session_including_the_newest_token() {
+    let app = app().await;
+    let s = app.user_session("ann").await;
+    let newest = app.renew(&s.refresh_token).await.unwrap();
+    let err = app.renew(&s.refresh_token).await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "refresh_token_reused");
+    let err = app.renew(&newest.refresh_token).await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "session_blocked");
+    let (reason,): (Option<String>,) =
+        sqlx::query_as("SELECT blocked_reason FROM auth.sessions WHERE id = $1")
+            .bind(Uuid::parse_str(&s.session_id).unwrap())
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(reason.as_deref(), Some("refresh_token_reused"));
+}
+
+#[tokio::test]
+async fn unknown_and_expired_refresh_tokens_have_their_own_reasons() {
+    let app = app().await;
+    let err = app.renew("not-a-token-we-issued").await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "refresh_token_unknown");
+    let err = app.renew("").await.unwrap_err();
+    assert_status(&err, Code::InvalidArgument, "invalid_argument");
+
+    let s = app.user_session("ann").await;
+    sqlx::query("UPDATE auth.sessions SET expires_at = now() - interval '1 minute'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let err = app.renew(&s.refresh_token).await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "session_expired");
+}
+
+#[tokio::test]
+async fn logout_revokes_the_callers_session_at_once() {
+    let app = app().await;
+    let s = app.user_session("ann").await;
+    let other = app.login("ann", PASSWORD).await.unwrap();
+    let out = app
+        .client()
+        .logout(test_support::authed(pb::LogoutRequest {}, &s.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.session_id, s.session_id);
+    let err = app.renew(&s.refresh_token).await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "session_blocked");
+    app.renew(&other.refresh_token)
+        .await
+        .expect("other sessions are untouched");
+    let err = app.client().logout(pb::LogoutRequest {}).await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "missing_token");
+}
+
+#[tokio::test]
+async fn expired_access_token_is_refused() {
+    let app = app().await;
+    app.sign_up("ann").await;
+    let mut claims = Claims::access(
+        "ann",
+        Role::Depositor,
+        Uuid::new_v4(),
+        false,
+        Duration::from_secs(60),
+    );
+    claims.iat = Utc::now() - chrono::Duration::minutes(20);
+    claims.exp = Utc::now() - chrono::Duration::minutes(5);
+    let token = app.keys.maker(TokenKind::Paseto).sign(&claims).unwrap();
+    let err = app.get_user(&token, "me").await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "token_expired");
+}
+
+#[tokio::test]
+async fn a_refresh_token_is_never_accepted_as_an_access_token() {
+    let app = app().await;
+    let s = app.user_session("ann").await;
+    let err = app.get_user(&s.refresh_token, "me").await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "token_invalid");
+    // nor a signed token of another type
+    let mut claims = Claims::access(
+        "ann",
+        Role::Depositor,
+        Uuid::parse_str(&s.session_id).unwrap(),
+        false,
+        Duration::from_secs(600),
+    );
+    claims.typ = "refresh".into();
+    let token = app.keys.maker(TokenKind::Paseto).sign(&claims).unwrap();
+    let err = app.get_user(&token, "me").await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "token_wrong_type");
+}
+
+#[tokio::test]
+async fn jwt_maker_issues_eddsa_tokens_with_the_same_claims_when_configured() {
+    let app = app_with(|c| c.token.kind = TokenKind::Jwt).await;
+    let s = app.user_session("ann").await;
+    assert_eq!(s.access_token.split('.').count(), 3, "a compact JWT");
+    let claims = app
+        .keys
+        .maker(TokenKind::Jwt)
+        .verify(&s.access_token)
+        .expect("verifies as JWT");
+    assert_eq!(claims.sub, "ann");
+    assert_eq!(claims.sid.to_string(), s.session_id);
+    assert_eq!(claims.typ, "access");
+    assert!(
+        app.keys
+            .maker(TokenKind::Paseto)
+            .verify(&s.access_token)
+            .is_err()
+    );
+    assert_eq!(
+        app.get_user(&s.access_token, "me").await.unwrap().username,
+        "ann"
+    );
+    let r = app.renew(&s.refresh_token).await.unwrap();
+    assert!(
+        app.keys
+            .maker(TokenKind::Jwt)
+            .verify(&r.access_token)
+            .is_ok()
+    );
+    // a PASETO token is not accepted by a JWT-configured service
+    let paseto = test_support::access_token(&app.keys, "ann", Role::Depositor, false);
+    let err = app.get_user(&paseto, "me").await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "token_invalid");
+}
