@@ -1,11 +1,137 @@
-//! Builds the gateway from config and runs it until shutdown.
+//! Builds the gateway from config and runs it until shutdown: the HTTP/JSON door (with OpenAPI,
+//! Swagger UI, health and metrics) and the gRPC door (proxy, reflection, health).
 
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
 use platform::{Listeners, Shutdown, http::Readiness};
+use tokio::net::TcpListener;
+use utoipa_swagger_ui::SwaggerUi;
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    grpc_proxy::{self, Proxy},
+    http_api::{self, Gateway},
+    openapi,
+    routes::RouteTable,
+    upstream::Upstreams,
+};
 
 pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
-    let readiness = Readiness::new();
-    let routes = tonic::service::Routes::builder().routes();
-    platform::serve_all(&cfg.server, listeners, routes, &[], readiness, shutdown).await
+    let table = RouteTable::from_descriptor_set(proto::DESCRIPTOR_SET)
+        .context("cannot build routes from the descriptor set")?;
+    let mut packages: Vec<String> = table.routes.iter().map(|r| r.package.clone()).collect();
+    packages.sort();
+    packages.dedup();
+    let upstreams = Upstreams::new(&cfg, &packages)?;
+    let services = table.services();
+    tracing::info!(
+        routes = table.routes.len(),
+        ?services,
+        "routes built from the descriptor set"
+    );
+
+    let router = http_router(&cfg, table, upstreams.clone());
+    let proxy = Arc::new(Proxy {
+        upstreams,
+        trusted_proxies: cfg.trusted_proxies.clone(),
+    });
+    let routes = tonic::service::Routes::from(grpc_proxy::router(proxy));
+    let names: Vec<&str> = services.iter().map(String::as_str).collect();
+    let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
+
+    let stop_on_error = |r: anyhow::Result<()>| {
+        if r.is_err() {
+            shutdown.trigger();
+        }
+        r
+    };
+    let (g, h) = tokio::join!(
+        async {
+            stop_on_error(
+                platform::grpc::serve(
+                    &cfg.server,
+                    listeners.grpc,
+                    routes,
+                    &names,
+                    shutdown.clone(),
+                )
+                .await,
+            )
+        },
+        async { stop_on_error(serve_http(listeners.http, router, shutdown.clone(), grace).await) }
+    );
+    g.and(h)
+}
+
+/// The public HTTP router: health, metrics, OpenAPI, Swagger UI, and every API route as fallback.
+pub fn http_router(cfg: &Config, table: RouteTable, upstreams: Upstreams) -> Router {
+    // install the Prometheus recorder before the first request counts anything
+    let _ = platform::http::metrics_handle();
+    let document = openapi::document(&table, &cfg.public_base_url);
+    let readiness = readiness(&upstreams);
+    let gateway = Arc::new(Gateway::new(cfg, table, upstreams));
+    let api = Router::new().fallback(http_api::handle).with_state(gateway);
+    platform::http::router(readiness)
+        .merge(Router::from(
+            SwaggerUi::new("/swagger").external_url_unchecked("/openapi.json", document),
+        ))
+        .merge(api)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Ready when every upstream answers its gRPC health check.
+fn readiness(upstreams: &Upstreams) -> Readiness {
+    let mut readiness = Readiness::new();
+    for (key, channel) in upstreams.distinct() {
+        let name: &'static str = Box::leak(format!("upstream {key}").into_boxed_str());
+        readiness = readiness.check(name, move || {
+            let channel = channel.clone();
+            async move {
+                let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+                let resp = client
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+                let status = resp.into_inner().status;
+                if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    Ok(())
+                } else {
+                    Err(format!("health status {status}"))
+                }
+            }
+        });
+    }
+    readiness
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "HTTP/JSON listening (/openapi.json, /swagger/, /healthz, /readyz, /metrics)");
+    let stop = shutdown.clone();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.wait().await });
+    let mut result = Ok(());
+    let finished = platform::shutdown::drain_within(&shutdown, grace, async {
+        result = server.await;
+    })
+    .await;
+    result.context("HTTP server failed")?;
+    if !finished {
+        tracing::warn!("HTTP server stopped before in-flight requests finished");
+    }
+    tracing::info!(%addr, "HTTP server stopped");
+    Ok(())
 }

@@ -1,0 +1,318 @@
+//! Every error the gateway answers over HTTP, in one JSON shape (the `google.rpc.Status` mapping):
+//! `{"code": <gRPC code number>, "message": "...", "details": [ErrorInfo{reason}, BadRequest{…}]}`.
+//! Upstream statuses keep their reason and field violations; the gateway's own errors (no route,
+//! bad JSON, limits, upstream down) get a reason of their own.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// The `domain` of the gateway's own ErrorInfo.
+pub const DOMAIN: &str = platform::error::ERROR_DOMAIN;
+
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub code: Code,
+    pub http: StatusCode,
+    pub reason: String,
+    pub message: String,
+    pub violations: Vec<(String, String)>,
+    pub retry_after_secs: Option<u64>,
+    pub allow: Vec<http::Method>,
+}
+
+impl GatewayError {
+    pub fn new(code: Code, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            http: http_status(code),
+            reason: reason.to_owned(),
+            message: message.into(),
+            violations: Vec::new(),
+            retry_after_secs: None,
+            allow: Vec::new(),
+        }
+    }
+
+    pub fn bad_json(message: &str) -> Self {
+        Self::new(Code::InvalidArgument, "malformed_json", message)
+    }
+
+    pub fn invalid_field(field: &str, description: &str) -> Self {
+        let mut e = Self::new(
+            Code::InvalidArgument,
+            "invalid_argument",
+            format!("{field}: {description}"),
+        );
+        e.violations
+            .push((field.to_owned(), description.to_owned()));
+        e
+    }
+
+    pub fn route_not_found(method: &http::Method, path: &str) -> Self {
+        Self::new(
+            Code::NotFound,
+            "route_not_found",
+            format!("no route for {method} {path}"),
+        )
+    }
+
+    pub fn method_not_allowed(allow: Vec<http::Method>) -> Self {
+        let list = allow
+            .iter()
+            .map(http::Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut e = Self::new(
+            Code::Unimplemented,
+            "method_not_allowed",
+            format!("method not allowed here; allowed: {list}"),
+        );
+        e.http = StatusCode::METHOD_NOT_ALLOWED;
+        e.allow = allow;
+        e
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        let mut e = Self::new(
+            Code::InvalidArgument,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        );
+        e.http = StatusCode::PAYLOAD_TOO_LARGE;
+        e
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            Code::ResourceExhausted,
+            "rate_limited",
+            "too many requests from this address; retry later",
+        );
+        e.retry_after_secs = Some(retry_after_secs.max(1));
+        e
+    }
+
+    pub fn overloaded() -> Self {
+        let mut e = Self::new(
+            Code::Unavailable,
+            "gateway_overloaded",
+            "the gateway is at its concurrency limit; retry later",
+        );
+        e.retry_after_secs = Some(1);
+        e
+    }
+
+    pub fn upstream_timeout() -> Self {
+        Self::new(
+            Code::DeadlineExceeded,
+            "upstream_timeout",
+            "the service did not answer in time",
+        )
+    }
+
+    /// An upstream's status: its code, message, reason and field violations.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        let details = status.get_error_details();
+        let reason = details.error_info().map(|i| i.reason.clone());
+        let code = status.code();
+        let (reason, message) = match (reason, code) {
+            (Some(r), _) => (r, status.message().to_owned()),
+            // no ErrorInfo: a transport failure or a status we did not produce; do not leak its text
+            (None, Code::Unavailable) => (
+                "upstream_unavailable".to_owned(),
+                "the service is unavailable; retry later".to_owned(),
+            ),
+            (None, Code::DeadlineExceeded) => (
+                "upstream_timeout".to_owned(),
+                "the service did not answer in time".to_owned(),
+            ),
+            (None, Code::Unimplemented) => (
+                "unimplemented".to_owned(),
+                "this operation is not implemented yet".to_owned(),
+            ),
+            (None, Code::Internal | Code::Unknown | Code::DataLoss) => {
+                tracing::warn!(code = ?code, message = status.message(), "upstream failure");
+                ("internal".to_owned(), "internal error".to_owned())
+            }
+            (None, _) => (snake(code), status.message().to_owned()),
+        };
+        let mut e = Self::new(code, &reason, message);
+        if let Some(bad) = details.bad_request() {
+            e.violations = bad
+                .field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect();
+        }
+        e.retry_after_secs = details
+            .retry_info()
+            .and_then(|r| r.retry_delay)
+            .map(|d| d.as_secs().max(1));
+        e
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        self.http
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    pub fn field_violations(&self) -> &[(String, String)] {
+        &self.violations
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        let mut details = vec![json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": self.reason,
+            "domain": DOMAIN,
+            "metadata": {},
+        })];
+        if !self.violations.is_empty() {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "field_violations": self.violations.iter().map(|(f, d)| json!({
+                    "field": f, "description": d,
+                })).collect::<Vec<_>>(),
+            }));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retry_delay": format!("{secs}s"),
+            }));
+        }
+        json!({
+            "code": self.code as i32,
+            "message": self.message,
+            "details": details,
+        })
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut resp = (self.http, body).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(secs) = self.retry_after_secs
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            headers.insert(header::RETRY_AFTER, v);
+        }
+        if !self.allow.is_empty() {
+            let list = self
+                .allow
+                .iter()
+                .map(http::Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(v) = HeaderValue::from_str(&list) {
+                headers.insert(header::ALLOW, v);
+            }
+        }
+        resp
+    }
+}
+
+/// The standard gRPC → HTTP mapping (as grpc-gateway does it).
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        Code::Aborted => StatusCode::CONFLICT,
+        Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+    }
+}
+
+fn snake(code: Code) -> String {
+    let name = format!("{code:?}");
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::ApiError;
+
+    #[test]
+    fn upstream_status_keeps_reason_and_violations() {
+        let status = ApiError::invalid_field("username", "too short").into_status();
+        let e = GatewayError::from_status(&status);
+        assert_eq!(e.http_status(), StatusCode::BAD_REQUEST);
+        let body = e.body();
+        assert_eq!(body["code"], 3);
+        assert_eq!(body["details"][0]["reason"], "invalid_argument");
+        assert_eq!(
+            body["details"][1]["field_violations"][0]["field"],
+            "username"
+        );
+    }
+
+    #[test]
+    fn standard_mapping_of_codes() {
+        for (code, http) in [
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::Aborted, 409),
+            (Code::ResourceExhausted, 429),
+            (Code::Unavailable, 503),
+            (Code::DeadlineExceeded, 504),
+            (Code::FailedPrecondition, 400),
+        ] {
+            assert_eq!(http_status(code).as_u16(), http, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn transport_failures_do_not_leak_their_text() {
+        let e = GatewayError::from_status(&tonic::Status::unavailable(
+            "tcp connect error: 10.0.0.3:50051 refused",
+        ));
+        assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.reason(), "upstream_unavailable");
+        assert!(!e.body().to_string().contains("10.0.0.3"));
+    }
+
+    #[test]
+    fn retry_info_becomes_retry_after() {
+        let status = ApiError::new(Code::ResourceExhausted, "resend_too_soon", "wait")
+            .with_retry_after(30)
+            .into_status();
+        let resp = GatewayError::from_status(&status).into_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "30");
+    }
+}

@@ -1,0 +1,80 @@
+//! The public gRPC port: whole calls forwarded by service path (`/<package>.<Service>/<Method>`) to
+//! the upstream serving that package. Frames, metadata and trailers pass through untouched (any call
+//! shape, unary or streaming); only the caller facts are set here, as on the HTTP door.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    response::Response,
+};
+use http::HeaderValue;
+use tonic::transport::server::TcpConnectInfo;
+use tower::{Service, ServiceExt};
+
+use crate::{client, upstream::Upstreams};
+
+pub struct Proxy {
+    pub upstreams: Upstreams,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// An axum router whose fallback is the proxy; health and reflection are added by the caller.
+pub fn router(proxy: Arc<Proxy>) -> axum::Router {
+    axum::Router::new().fallback(forward).with_state(proxy)
+}
+
+async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
+    let service = req
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let Some(mut channel) = proxy.upstreams.for_service(&service) else {
+        return status_response(tonic::Status::unimplemented(format!(
+            "unknown service {service}"
+        )));
+    };
+    let (mut parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<TcpConnectInfo>()
+        .and_then(|c| c.remote_addr())
+        .map(|a: SocketAddr| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let ip = client::client_ip(peer, &parts.headers, &proxy.trusted_proxies);
+    // the caller facts are the gateway's to state, never the client's
+    parts.headers.remove(platform::caller::CLIENT_IP);
+    parts.headers.remove(platform::caller::CLIENT_USER_AGENT);
+    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+        parts.headers.insert(platform::caller::CLIENT_IP, v);
+    }
+    if let Some(ua) = parts.headers.get(http::header::USER_AGENT).cloned() {
+        parts
+            .headers
+            .insert(platform::caller::CLIENT_USER_AGENT, ua);
+    }
+    let req = http::Request::from_parts(parts, tonic::body::Body::new(body));
+    let ready = match channel.ready().await {
+        Ok(ch) => ch,
+        Err(e) => {
+            tracing::warn!(%service, error = %e, "upstream not ready");
+            return status_response(tonic::Status::unavailable("the service is unavailable"));
+        }
+    };
+    match ready.call(req).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(e) => {
+            tracing::warn!(%service, error = %e, "upstream call failed");
+            status_response(tonic::Status::unavailable("the service is unavailable"))
+        }
+    }
+}
+
+fn status_response(status: tonic::Status) -> Response {
+    status.into_http::<Body>()
+}

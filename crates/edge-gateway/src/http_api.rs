@@ -1,0 +1,185 @@
+//! The HTTP/JSON door: look the route up, apply the limits, transcode, call the upstream, transcode
+//! back. One handler serves every RPC; it knows them only through the route table.
+
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use prost::Message;
+use prost_reflect::DynamicMessage;
+use tokio::sync::Semaphore;
+
+use crate::{
+    client,
+    config::Config,
+    error::GatewayError,
+    ratelimit::RateLimiter,
+    routes::{Lookup, Route, RouteTable},
+    transcode,
+    upstream::Upstreams,
+    verify_page,
+};
+
+/// Everything the handler needs, built once at start-up.
+pub struct Gateway {
+    pub table: RouteTable,
+    pub upstreams: Upstreams,
+    pub limiter: RateLimiter,
+    pub rate_limited: HashSet<String>,
+    pub in_flight: Semaphore,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Gateway {
+    pub fn new(cfg: &Config, table: RouteTable, upstreams: Upstreams) -> Self {
+        Self {
+            table,
+            upstreams,
+            limiter: RateLimiter::new(
+                cfg.rate_limit.per_ip_per_minute,
+                cfg.rate_limit.burst,
+                cfg.rate_limit.max_tracked_ips,
+            ),
+            rate_limited: cfg.rate_limit.methods.iter().cloned().collect(),
+            in_flight: Semaphore::new(cfg.limits.concurrency_limit.max(1)),
+            body_limit_bytes: cfg.limits.body_limit_bytes,
+            request_timeout: Duration::from_millis(cfg.limits.request_timeout_ms.max(1)),
+            trusted_proxies: cfg.trusted_proxies.clone(),
+        }
+    }
+}
+
+/// The fallback handler of the public HTTP router: every API route.
+pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let started = Instant::now();
+    let request_id = client::request_id(req.headers());
+    let method = req.method().clone();
+    let (route_label, mut resp) = match gw.table.lookup(&method, req.uri().path()) {
+        Lookup::NotFound => (
+            "unmatched".to_owned(),
+            GatewayError::route_not_found(&method, req.uri().path()).into_response(),
+        ),
+        Lookup::WrongMethod(allow) => (
+            "unmatched".to_owned(),
+            GatewayError::method_not_allowed(allow).into_response(),
+        ),
+        Lookup::Found(route, vars) => {
+            let label = route.template.source.clone();
+            let route = route.clone();
+            (label, call(&gw, &route, vars, req, &request_id).await)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route_label.clone(), "method" => method.to_string(), "status" => status).increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route_label)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn call(
+    gw: &Gateway,
+    route: &Route,
+    vars: Vec<(Vec<String>, String)>,
+    req: Request,
+    request_id: &str,
+) -> Response {
+    let html = route.full_name() == verify_page::VERIFY_EMAIL_RPC
+        && verify_page::wants_html(req.headers());
+    let result = transcode_and_call(gw, route, vars, req, request_id).await;
+    if html {
+        return verify_page::page(&result);
+    }
+    match result {
+        Ok(json) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn transcode_and_call(
+    gw: &Gateway,
+    route: &Route,
+    vars: Vec<(Vec<String>, String)>,
+    req: Request,
+    request_id: &str,
+) -> Result<Vec<u8>, GatewayError> {
+    let _permit = gw
+        .in_flight
+        .try_acquire()
+        .map_err(|_| GatewayError::overloaded())?;
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let ip = client::client_ip(peer, req.headers(), &gw.trusted_proxies);
+    if gw.rate_limited.contains(route.full_name())
+        && let Err(wait) = gw.limiter.check(ip)
+    {
+        return Err(GatewayError::rate_limited(wait.as_secs_f64().ceil() as u64));
+    }
+    let metadata = client::metadata(req.headers(), ip, request_id);
+    let query = req.uri().query().map(str::to_owned);
+    let body = read_body(req.into_body(), gw.body_limit_bytes).await?;
+
+    let input = route.rpc.input();
+    let message = transcode::request_message(&input, &route.body, &vars, query.as_deref(), &body)?;
+    let channel = gw
+        .upstreams
+        .channel(&route.package)
+        .ok_or_else(|| GatewayError::route_not_found(&route.method, &route.template.source))?;
+    let call = crate::upstream::unary(
+        channel,
+        &route.grpc_path,
+        Bytes::from(message.encode_to_vec()),
+        metadata,
+        gw.request_timeout,
+    );
+    // a little beyond the deadline sent upstream, so the upstream's own DEADLINE_EXCEEDED wins
+    let (_md, bytes) = tokio::time::timeout(gw.request_timeout + Duration::from_millis(250), call)
+        .await
+        .map_err(|_| GatewayError::upstream_timeout())?
+        .map_err(|s| GatewayError::from_status(&s))?;
+    let reply = DynamicMessage::decode(route.rpc.output(), bytes).map_err(|e| {
+        tracing::error!(error = %e, rpc = route.full_name(), "undecodable upstream answer");
+        GatewayError::new(tonic::Code::Internal, "internal", "internal error")
+    })?;
+    Ok(transcode::response_json(
+        &reply,
+        route.response_body.as_deref(),
+    ))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::body_too_large(limit))
+        }
+        Err(e) => Err(GatewayError::new(
+            tonic::Code::InvalidArgument,
+            "unreadable_body",
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}

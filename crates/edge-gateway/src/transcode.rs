@@ -1,0 +1,352 @@
+//! JSON ⇄ protobuf by reflection, following the proto3 JSON mapping: both field spellings accepted on
+//! input, proto (snake_case) names on output, 64-bit integers as strings out and strings or numbers
+//! in, enums by name. Path variables and query parameters are folded into the same JSON object as the
+//! body before one typed decode, so every type error names the field the client wrote.
+
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
+    SerializeOptions,
+};
+use serde_json::{Map, Value};
+
+use crate::{error::GatewayError, routes::BodyRule};
+
+/// Finds a field by a path of names, each the proto name or the JSON name.
+pub fn resolve_field(message: &MessageDescriptor, path: &[String]) -> Option<FieldDescriptor> {
+    let (first, rest) = path.split_first()?;
+    let field = message
+        .get_field_by_name(first)
+        .or_else(|| message.get_field_by_json_name(first))?;
+    if rest.is_empty() {
+        return Some(field);
+    }
+    match field.kind() {
+        Kind::Message(m) if !field.is_list() && !field.is_map() => resolve_field(&m, rest),
+        _ => None,
+    }
+}
+
+/// Builds the request message from path variables, query string and body.
+pub fn request_message(
+    input: &MessageDescriptor,
+    body_rule: &BodyRule,
+    path_vars: &[(Vec<String>, String)],
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<DynamicMessage, GatewayError> {
+    let mut root = Map::new();
+    match body_rule {
+        BodyRule::None => {}
+        BodyRule::Whole => {
+            if let Some(value) = parse_body(body)? {
+                match value {
+                    Value::Object(map) => root = map,
+                    _ => {
+                        return Err(GatewayError::bad_json(
+                            "the request body must be a JSON object",
+                        ));
+                    }
+                }
+            }
+        }
+        BodyRule::Field(field) => {
+            if let Some(value) = parse_body(body)? {
+                root.insert(field.clone(), value);
+            }
+        }
+    }
+    for (path, raw) in path_vars {
+        let field = resolve_field(input, path).ok_or_else(|| {
+            GatewayError::invalid_field(&path.join("."), "not a field of the request")
+        })?;
+        set_path(&mut root, path, scalar_json(&field, raw));
+    }
+    // Query parameters fill the fields the body does not carry (all of them unless `body: "*"`).
+    if *body_rule != BodyRule::Whole
+        && let Some(query) = query
+    {
+        for (key, raw) in form_urlencoded::parse(query.as_bytes()) {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            let field = resolve_field(input, &path)
+                .ok_or_else(|| GatewayError::invalid_field(&key, "unknown query parameter"))?;
+            if matches!(&field.kind(), Kind::Message(m) if !is_scalar_like(m)) {
+                return Err(GatewayError::invalid_field(
+                    &key,
+                    "a message field cannot be set from the query string",
+                ));
+            }
+            let value = scalar_json(&field, &raw);
+            if field.is_list() {
+                push_path(&mut root, &path, value);
+            } else {
+                set_path(&mut root, &path, value);
+            }
+        }
+    }
+    decode(input, Value::Object(root))
+}
+
+/// Serialises a response with proto field names, defaults included (so `"replayed": false` and a
+/// zero balance are visible), int64 as strings and enums by name.
+pub fn response_json(message: &DynamicMessage, response_body: Option<&str>) -> Vec<u8> {
+    let opts = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(false);
+    let mut buf = Vec::with_capacity(256);
+    if let Err(e) =
+        message.serialize_with_options(&mut serde_json::Serializer::new(&mut buf), &opts)
+    {
+        tracing::error!(error = %e, "cannot serialise a response message");
+        return b"{}".to_vec();
+    }
+    // `response_body`: answer with that one field, serialised by the same rules
+    if let Some(field) = response_body.and_then(|f| message.descriptor().get_field_by_name(f))
+        && let Ok(Value::Object(mut all)) = serde_json::from_slice::<Value>(&buf)
+    {
+        let inner = all.remove(field.name()).unwrap_or(Value::Null);
+        return serde_json::to_vec(&inner).unwrap_or_default();
+    }
+    buf
+}
+
+fn parse_body(body: &[u8]) -> Result<Option<Value>, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| GatewayError::bad_json(&format!("malformed JSON: {e}")))
+}
+
+/// The typed decode; on failure the error names the JSON path of the offending field.
+fn decode(input: &MessageDescriptor, value: Value) -> Result<DynamicMessage, GatewayError> {
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(value, &mut track);
+    let opts = DeserializeOptions::new().deny_unknown_fields(true);
+    DynamicMessage::deserialize_with_options(input.clone(), de, &opts).map_err(|e| {
+        let path = track.path().to_string();
+        let description = e.to_string();
+        // an unknown field is reported by its parent; name the field itself
+        let field = if path == "." {
+            unknown_field_name(&description)
+        } else {
+            path
+        };
+        GatewayError::invalid_field(&field, &description)
+    })
+}
+
+fn unknown_field_name(description: &str) -> String {
+    description
+        .split(['`', '\''])
+        .nth(1)
+        .filter(|_| description.contains("field"))
+        .unwrap_or("body")
+        .to_owned()
+}
+
+/// Well-known types written as a JSON string or number (Timestamp, Duration, wrappers, FieldMask).
+fn is_scalar_like(m: &MessageDescriptor) -> bool {
+    matches!(
+        m.full_name(),
+        "google.protobuf.Timestamp"
+            | "google.protobuf.Duration"
+            | "google.protobuf.FieldMask"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.DoubleValue"
+    )
+}
+
+/// A path or query value as the JSON the typed decode expects. Anything that does not parse stays a
+/// string, so the decode reports it against the field.
+fn scalar_json(field: &FieldDescriptor, raw: &str) -> Value {
+    let message_name = match field.kind() {
+        Kind::Message(m) => Some(m.full_name().to_owned()),
+        _ => None,
+    };
+    match (field.kind(), message_name.as_deref()) {
+        (Kind::Bool, _) | (_, Some("google.protobuf.BoolValue")) => match raw {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::String(raw.to_owned()),
+        },
+        (Kind::Double | Kind::Float, _)
+        | (_, Some("google.protobuf.DoubleValue" | "google.protobuf.FloatValue")) => raw
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(raw.to_owned())),
+        _ => Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(root: &mut Map<String, Value>, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut map = root;
+    for p in parents {
+        let entry = map
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        map = entry.as_object_mut().expect("object just ensured");
+    }
+    map.insert(last.clone(), value);
+}
+
+fn push_path(root: &mut Map<String, Value>, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut map = root;
+    for p in parents {
+        let entry = map
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        map = entry.as_object_mut().expect("object just ensured");
+    }
+    match map
+        .entry(last.clone())
+        .or_insert_with(|| Value::Array(Vec::new()))
+    {
+        Value::Array(items) => items.push(value),
+        other => *other = Value::Array(vec![value]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::RouteTable;
+
+    fn input(name: &str) -> MessageDescriptor {
+        let t = RouteTable::from_descriptor_set(proto::DESCRIPTOR_SET).unwrap();
+        t.pool.get_message_by_name(name).unwrap()
+    }
+
+    fn to_json(m: &DynamicMessage) -> Value {
+        serde_json::from_slice(&response_json(m, None)).unwrap()
+    }
+
+    #[test]
+    fn body_accepts_both_spellings_and_int64_as_string_or_number() {
+        let d = input("transactions.transfers.v1.CreateTransferRequest");
+        for body in [
+            r#"{"from_account_id": "1", "toAccountId": 2, "amount": "1500", "currency": "USD"}"#,
+            r#"{"fromAccountId": 1, "to_account_id": "2", "amount": 1500, "currency": "USD"}"#,
+        ] {
+            let m = request_message(&d, &BodyRule::Whole, &[], None, body.as_bytes()).unwrap();
+            let v = to_json(&m);
+            assert_eq!(v["from_account_id"], "1");
+            assert_eq!(v["to_account_id"], "2");
+            assert_eq!(v["amount"], "1500", "int64 is a string on output");
+            assert_eq!(v["request_id"], "", "defaults are emitted");
+        }
+    }
+
+    #[test]
+    fn path_variables_fill_fields_and_win_over_the_body() {
+        let d = input("transactions.accounts.v1.FreezeAccountRequest");
+        let vars = vec![(vec!["id".to_owned()], "42".to_owned())];
+        let m = request_message(
+            &d,
+            &BodyRule::Whole,
+            &vars,
+            None,
+            br#"{"id": "7", "reason": "fraud"}"#,
+        )
+        .unwrap();
+        let v = to_json(&m);
+        assert_eq!(v["id"], "42");
+        assert_eq!(v["reason"], "fraud");
+    }
+
+    #[test]
+    fn query_string_fills_the_rest_on_get() {
+        let d = input("transactions.transfers.v1.ListEntriesRequest");
+        let vars = vec![(vec!["account_id".to_owned()], "5".to_owned())];
+        let m = request_message(
+            &d,
+            &BodyRule::None,
+            &vars,
+            Some("page_size=10&pageToken=abc%3D"),
+            b"",
+        )
+        .unwrap();
+        let v = to_json(&m);
+        assert_eq!(v["account_id"], "5");
+        assert_eq!(v["page_size"], 10);
+        assert_eq!(v["page_token"], "abc=");
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let d = input("transactions.transfers.v1.CreateTransferRequest");
+        let err = request_message(
+            &d,
+            &BodyRule::Whole,
+            &[],
+            None,
+            br#"{"amount": "lots", "currency": "USD"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.http_status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(err.field_violations()[0].0, "amount");
+
+        let d = input("transactions.transfers.v1.ListEntriesRequest");
+        let vars = vec![(vec!["account_id".to_owned()], "abc".to_owned())];
+        let err = request_message(&d, &BodyRule::None, &vars, None, b"").unwrap_err();
+        assert_eq!(err.field_violations()[0].0, "account_id");
+
+        let err =
+            request_message(&d, &BodyRule::None, &[], Some("page_size=big"), b"").unwrap_err();
+        assert_eq!(err.field_violations()[0].0, "page_size");
+        let err = request_message(&d, &BodyRule::None, &[], Some("colour=red"), b"").unwrap_err();
+        assert_eq!(err.field_violations()[0].0, "colour");
+    }
+
+    #[test]
+    fn unknown_body_field_and_malformed_json_are_bad_requests() {
+        let d = input("transactions.auth.v1.LoginUserRequest");
+        let err =
+            request_message(&d, &BodyRule::Whole, &[], None, br#"{"usrname": "x"}"#).unwrap_err();
+        assert_eq!(err.field_violations()[0].0, "usrname");
+        let err =
+            request_message(&d, &BodyRule::Whole, &[], None, br#"{"username": "#).unwrap_err();
+        assert_eq!(err.reason(), "malformed_json");
+        let err = request_message(&d, &BodyRule::Whole, &[], None, b"[1]").unwrap_err();
+        assert_eq!(err.reason(), "malformed_json");
+        // an empty body is an empty message
+        assert!(request_message(&d, &BodyRule::Whole, &[], None, b"").is_ok());
+    }
+
+    #[test]
+    fn enums_are_names_on_output_and_timestamps_rfc3339() {
+        let d = input("transactions.accounts.v1.Account");
+        let m = DynamicMessage::deserialize(
+            d,
+            serde_json::json!({"id": 3, "status": "ACCOUNT_STATUS_FROZEN", "kind": 1,
+                "createdAt": "2026-11-25T10:00:00Z"}),
+        )
+        .unwrap();
+        let v = to_json(&m);
+        assert_eq!(v["status"], "ACCOUNT_STATUS_FROZEN");
+        assert_eq!(v["kind"], "ACCOUNT_KIND_CUSTOMER");
+        assert_eq!(v["created_at"], "2026-11-25T10:00:00Z");
+        assert_eq!(v["balance"], "0");
+    }
+}

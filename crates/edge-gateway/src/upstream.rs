@@ -1,0 +1,124 @@
+//! The upstream services: one lazily connected tonic channel per proto package, and a unary call on
+//! already-encoded protobuf bytes (the gateway never needs the generated client types).
+
+use std::{collections::HashMap, str::FromStr, time::Duration};
+
+use bytes::{Buf, BufMut, Bytes};
+use tonic::{
+    Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    metadata::MetadataMap,
+    transport::{Channel, Endpoint},
+};
+
+use crate::config::{Config, upstream_key};
+
+/// Channels by proto package.
+#[derive(Clone, Debug)]
+pub struct Upstreams {
+    by_package: HashMap<String, (String, Channel)>,
+}
+
+impl Upstreams {
+    /// A channel for each package in `packages`; fails when one has no upstream configured.
+    pub fn new(cfg: &Config, packages: &[String]) -> anyhow::Result<Self> {
+        let mut by_package = HashMap::new();
+        for package in packages {
+            let key = upstream_key(package);
+            let url = cfg.upstreams.get(key).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no upstream for package {package}: set upstreams.{key} (EDGE_GATEWAY_UPSTREAMS__{})",
+                    key.to_uppercase()
+                )
+            })?;
+            let channel = Endpoint::from_shared(url.clone())
+                .map_err(|e| anyhow::anyhow!("upstreams.{key} = {url}: {e}"))?
+                .connect_timeout(Duration::from_millis(cfg.upstream_connect_timeout_ms))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            by_package.insert(package.clone(), (key.to_owned(), channel));
+        }
+        Ok(Self { by_package })
+    }
+
+    pub fn channel(&self, package: &str) -> Option<Channel> {
+        self.by_package.get(package).map(|(_, c)| c.clone())
+    }
+
+    /// The channel serving a gRPC service (`transactions.auth.v1.AuthService`).
+    pub fn for_service(&self, service: &str) -> Option<Channel> {
+        let package = service.rsplit_once('.').map(|(p, _)| p)?;
+        self.channel(package)
+    }
+
+    /// (upstream key, channel) pairs, one per distinct upstream key.
+    pub fn distinct(&self) -> Vec<(String, Channel)> {
+        let mut seen = HashMap::new();
+        for (key, ch) in self.by_package.values() {
+            seen.entry(key.clone()).or_insert_with(|| ch.clone());
+        }
+        let mut v: Vec<_> = seen.into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+/// One unary call with an encoded request; the encoded response and its metadata.
+pub async fn unary(
+    channel: Channel,
+    grpc_path: &str,
+    request: Bytes,
+    metadata: MetadataMap,
+    timeout: Duration,
+) -> Result<(MetadataMap, Bytes), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("upstream not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::from_str(grpc_path)
+        .map_err(|e| Status::internal(format!("bad method path: {e}")))?;
+    let mut req = tonic::Request::from_parts(metadata, tonic::Extensions::default(), request);
+    req.set_timeout(timeout);
+    let resp = grpc.unary(req, path, BytesCodec).await?;
+    let (md, body, _) = resp.into_parts();
+    Ok((md, body))
+}
+
+/// A codec that moves already-encoded protobuf messages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesCodec;
+
+impl Codec for BytesCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = BytesCodec;
+    type Decoder = BytesCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        BytesCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesCodec
+    }
+}
+
+impl Encoder for BytesCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for BytesCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let len = src.remaining();
+        Ok(Some(src.copy_to_bytes(len)))
+    }
+}
