@@ -1,0 +1,186 @@
+//! Renders the verification email (plain text + HTML) for a user event.
+//!
+//! The link is `{public_base_url}/v1/verify_email?email_id=..&secret_code=..` (the VerifyEmail
+//! RPC's HTTP rule on the gateway); the base URL always comes from config.
+
+use lettre::{
+    Message,
+    message::{Mailbox, MultiPart},
+};
+
+use crate::event::{EventType, UserEvent};
+
+/// An event whose contents cannot make an email (e.g. a malformed recipient address). Retrying
+/// does not help: the event is dead-lettered at once.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("recipient address {0:?} is not a valid email address")]
+    BadRecipient(String),
+    #[error("cannot build the message: {0}")]
+    Build(String),
+}
+
+/// The verification link for `email_id` / `secret_code`, query values percent-encoded.
+pub fn verification_link(public_base_url: &str, email_id: i64, secret_code: &str) -> String {
+    format!(
+        "{}/v1/verify_email?email_id={email_id}&secret_code={}",
+        public_base_url.trim_end_matches('/'),
+        encode_query_value(secret_code)
+    )
+}
+
+/// Builds the email for `event`.
+pub fn render(
+    public_base_url: &str,
+    from: &Mailbox,
+    event: &UserEvent,
+) -> Result<Message, RenderError> {
+    let p = &event.payload;
+    let to_addr = p
+        .email
+        .parse()
+        .map_err(|_| RenderError::BadRecipient(p.email.clone()))?;
+    let name = p.full_name.trim();
+    let to = Mailbox::new((!name.is_empty()).then(|| name.to_owned()), to_addr);
+    let link = verification_link(public_base_url, p.email_id, &p.secret_code);
+    let expires = p.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
+    let greeting_name = if name.is_empty() { &p.username } else { name };
+    let (subject, intro) = match event.event_type {
+        EventType::UserCreated => (
+            "Verify your email address",
+            "thank you for signing up. Please confirm your email address by opening this link:",
+        ),
+        EventType::EmailChanged => (
+            "Confirm your new email address",
+            "your email address was changed. Please confirm the new address by opening this link:",
+        ),
+        EventType::VerificationResent => (
+            "Your new verification link",
+            "here is a new link to confirm your email address:",
+        ),
+    };
+
+    let text = format!(
+        "Hello {greeting_name},\n\n{intro}\n\n{link}\n\nThe link works once and expires at \
+         {expires}.\nIf you did not ask for this, ignore this email.\n"
+    );
+    let html = format!(
+        "<!doctype html>\n<html><body style=\"font-family: sans-serif\">\n<p>Hello {name},</p>\n\
+         <p>{intro}</p>\n<p><a href=\"{href}\">Verify my email address</a></p>\n\
+         <p style=\"color:#555\">Or copy this link into your browser:<br>{href}</p>\n\
+         <p style=\"color:#555\">The link works once and expires at {expires}. If you did not ask \
+         for this, ignore this email.</p>\n</body></html>\n",
+        name = html_escape(greeting_name),
+        intro = html_escape(intro),
+        href = html_escape(&link),
+    );
+
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(subject)
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| RenderError::Build(e.to_string()))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn encode_query_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::VerificationPayload;
+
+    fn event(kind: EventType, full_name: &str, secret: &str) -> UserEvent {
+        UserEvent {
+            event_id: "0b8e8f3e-6f7a-4f55-9d5c-3f0f4d0c2a11".into(),
+            event_type: kind,
+            payload: VerificationPayload {
+                username: "alice".into(),
+                full_name: full_name.into(),
+                email: "alice@example.com".into(),
+                email_id: 42,
+                secret_code: secret.into(),
+                expires_at: "2026-11-26T10:00:00Z".parse().unwrap(),
+            },
+            traceparent: None,
+        }
+    }
+
+    #[test]
+    fn the_link_uses_the_configured_base_and_encodes_the_code() {
+        assert_eq!(
+            verification_link("https://api.example.com/", 42, "a+b/c=d e"),
+            "https://api.example.com/v1/verify_email?email_id=42&secret_code=a%2Bb%2Fc%3Dd%20e"
+        );
+    }
+
+    #[test]
+    fn the_email_is_addressed_to_the_user_and_has_text_and_html() {
+        let from: Mailbox = "Transactions <no-reply@example.com>".parse().unwrap();
+        let msg = render(
+            "https://api.example.com",
+            &from,
+            &event(EventType::UserCreated, "Alice Example", "abc"),
+        )
+        .unwrap();
+        let raw = String::from_utf8(msg.formatted()).unwrap();
+        assert!(
+            raw.contains("To: \"Alice Example\" <alice@example.com>"),
+            "{raw}"
+        );
+        assert!(raw.contains("Content-Type: text/plain"));
+        assert!(raw.contains("Content-Type: text/html"));
+        assert!(raw.contains("Subject: Verify your email address"));
+    }
+
+    #[test]
+    fn the_users_name_is_escaped_in_html() {
+        let from: Mailbox = "no-reply@example.com".parse().unwrap();
+        let msg = render(
+            "https://api.example.com",
+            &from,
+            &event(EventType::EmailChanged, "Al <b>", "abc"),
+        )
+        .unwrap();
+        let raw = String::from_utf8(msg.formatted()).unwrap();
+        assert!(raw.contains("<p>Hello Al &lt;b&gt;,</p>"), "{raw}");
+        assert!(raw.contains("Subject: Confirm your new email address"));
+    }
+
+    #[test]
+    fn an_invalid_recipient_cannot_be_rendered() {
+        let from: Mailbox = "no-reply@example.com".parse().unwrap();
+        let mut e = event(EventType::VerificationResent, "A", "abc");
+        e.payload.email = "not an address".into();
+        assert!(matches!(
+            render("http://x", &from, &e),
+            Err(RenderError::BadRecipient(_))
+        ));
+    }
+}
