@@ -1,0 +1,569 @@
+//! The gateway's machinery against a small in-test upstream implementing our own `AuthService`
+//! contract (not a fake of Postgres or Redis): routing, transcoding, metadata, error mapping, limits,
+//! the gRPC door, OpenAPI and Swagger UI, health. The real services are driven in `journey.rs`.
+
+use std::time::Duration;
+
+use edge_gateway::config::Config;
+use platform::{ApiError, config::ServerConfig, http::Readiness};
+use proto::auth::v1::{
+    self as pb,
+    auth_service_server::{AuthService, AuthServiceServer},
+};
+use serde_json::{Value, json};
+use test_support::Running;
+use tonic::{Request, Response, Status};
+
+/// Echoes what the gateway sent, and fails on cue.
+struct Echo;
+
+fn md(req: &Request<impl Sized>, key: &str) -> String {
+    req.metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tonic::async_trait]
+impl AuthService for Echo {
+    async fn create_user(
+        &self,
+        req: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let r = req.into_inner();
+        match r.username.as_str() {
+            "taken" => Err(ApiError::already_exists("username_taken", "username is taken").into()),
+            "x" => Err(ApiError::invalid_field("username", "3 to 32 characters").into()),
+            _ => Ok(Response::new(pb::CreateUserResponse {
+                user: Some(pb::User {
+                    username: r.username,
+                    full_name: r.full_name,
+                    email: r.email,
+                    role: pb::Role::Depositor as i32,
+                    ..Default::default()
+                }),
+            })),
+        }
+    }
+
+    async fn login_user(
+        &self,
+        req: Request<pb::LoginUserRequest>,
+    ) -> Result<Response<pb::LoginUserResponse>, Status> {
+        if req.get_ref().username == "slow" {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        if req.get_ref().password != "right" {
+            return Err(ApiError::unauthenticated("invalid_credentials", "wrong").into());
+        }
+        // echo the metadata the gateway set
+        Ok(Response::new(pb::LoginUserResponse {
+            session_id: md(&req, "x-client-ip"),
+            access_token: md(&req, "x-client-user-agent"),
+            refresh_token: md(&req, "x-request-id"),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_user(
+        &self,
+        req: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        Ok(Response::new(pb::User {
+            username: req.get_ref().username.clone(),
+            full_name: md(&req, "authorization"),
+            email: md(&req, "idempotency-key"),
+            role: pb::Role::Banker as i32,
+            ..Default::default()
+        }))
+    }
+
+    async fn verify_email(
+        &self,
+        req: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        match req.get_ref().email_id {
+            1 => Ok(Response::new(pb::VerifyEmailResponse {
+                email_verified: true,
+                username: "alice".into(),
+                message: "verified".into(),
+            })),
+            2 => Err(ApiError::failed_precondition("verification_expired", "expired").into()),
+            _ => Err(ApiError::not_found("verification_not_found", "no such link").into()),
+        }
+    }
+}
+
+struct Mesh {
+    gateway: Running,
+    _upstream: Running,
+    http: reqwest::Client,
+}
+
+impl Mesh {
+    async fn start(tune: impl FnOnce(&mut Config)) -> Self {
+        let upstream = test_support::spawn(|l, s| async move {
+            let routes = tonic::service::Routes::new(AuthServiceServer::new(Echo));
+            platform::serve_all(
+                &ServerConfig::default(),
+                l,
+                routes,
+                &[proto::service_names::AUTH],
+                Readiness::new(),
+                s,
+            )
+            .await
+        })
+        .await;
+        // accounts points at a port nobody listens on: upstream down
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let mut cfg = Config::default();
+        cfg.upstreams.insert("auth".into(), upstream.grpc_url());
+        cfg.upstreams
+            .insert("accounts".into(), format!("http://{closed_addr}"));
+        cfg.upstreams
+            .insert("transfers".into(), format!("http://{closed_addr}"));
+        cfg.limits.request_timeout_ms = 1_500;
+        cfg.rate_limit.per_ip_per_minute = 0;
+        tune(&mut cfg);
+        let gateway = test_support::spawn(move |l, s| edge_gateway::startup::run(cfg, l, s)).await;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mesh = Self {
+            gateway,
+            _upstream: upstream,
+            http,
+        };
+        mesh.wait_up().await;
+        mesh
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.http_url())
+    }
+
+    async fn wait_up(&self) {
+        for _ in 0..100 {
+            if self.http.get(self.url("/healthz")).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("gateway did not start");
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, body)
+    }
+}
+
+fn reason(body: &Value) -> &str {
+    body["details"][0]["reason"].as_str().unwrap_or("")
+}
+
+fn assert_error_shape(body: &Value) {
+    assert!(body["code"].is_i64(), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    assert!(body["details"].is_array(), "{body}");
+}
+
+#[tokio::test]
+async fn json_body_is_transcoded_and_answer_uses_snake_case_and_enum_names() {
+    let m = Mesh::start(|_| {}).await;
+    let (status, headers, body) = m
+        .send(m.http.post(m.url("/v1/users")).json(&json!({
+            "username": "alice", "fullName": "Alice A", "email": "a@example.com", "password": "pw"
+        })))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["full_name"], "Alice A");
+    assert_eq!(body["user"]["role"], "ROLE_DEPOSITOR");
+    assert_eq!(body["user"]["email_verified"], false);
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(!headers["x-request-id"].is_empty());
+}
+
+#[tokio::test]
+async fn headers_become_metadata_and_the_request_id_is_echoed() {
+    let m = Mesh::start(|_| {}).await;
+    let (status, headers, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/sessions"))
+                .header("user-agent", "walkthrough/1.0")
+                .header("x-request-id", "req-42")
+                .header("x-forwarded-for", "6.6.6.6")
+                .json(&json!({"username": "alice", "password": "right"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // the peer, not the client's X-Forwarded-For (no trusted proxies configured)
+    assert_eq!(body["session_id"], "127.0.0.1");
+    assert_eq!(body["access_token"], "walkthrough/1.0");
+    assert_eq!(body["refresh_token"], "req-42");
+    assert_eq!(headers["x-request-id"], "req-42");
+
+    let (status, _, body) = m
+        .send(
+            m.http
+                .get(m.url("/v1/users/bob"))
+                .header("authorization", "Bearer tok")
+                .header("idempotency-key", "k-1"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["username"], "bob");
+    assert_eq!(body["full_name"], "Bearer tok");
+    assert_eq!(body["email"], "k-1");
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let m = Mesh::start(|c| c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let (_, _, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/sessions"))
+                .header("x-forwarded-for", "198.51.100.7")
+                .json(&json!({"username": "alice", "password": "right"})),
+        )
+        .await;
+    assert_eq!(body["session_id"], "198.51.100.7");
+}
+
+#[tokio::test]
+async fn upstream_errors_keep_status_reason_and_field_violations() {
+    let m = Mesh::start(|_| {}).await;
+    let (status, _, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/users"))
+                .json(&json!({"username": "taken"})),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_error_shape(&body);
+    assert_eq!(body["code"], 6);
+    assert_eq!(reason(&body), "username_taken");
+
+    let (status, _, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/users"))
+                .json(&json!({"username": "x"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["details"][1]["field_violations"][0]["field"],
+        "username"
+    );
+
+    let (status, _, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/sessions"))
+                .json(&json!({"username": "a", "password": "wrong"})),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(reason(&body), "invalid_credentials");
+
+    // an RPC the upstream does not implement yet
+    let (status, _, body) = m.send(m.http.delete(m.url("/v1/sessions/current"))).await;
+    assert_eq!(status, 501);
+    assert_error_shape(&body);
+}
+
+#[tokio::test]
+async fn gateway_errors_are_json_with_their_own_status() {
+    let m = Mesh::start(|c| c.limits.body_limit_bytes = 1024).await;
+    // unknown route
+    let (status, _, body) = m.send(m.http.get(m.url("/v1/nothing"))).await;
+    assert_eq!(status, 404);
+    assert_error_shape(&body);
+    assert_eq!(reason(&body), "route_not_found");
+    // wrong method
+    let (status, headers, body) = m.send(m.http.put(m.url("/v1/users/alice"))).await;
+    assert_eq!(status, 405);
+    assert_eq!(reason(&body), "method_not_allowed");
+    assert!(headers["allow"].to_str().unwrap().contains("GET"));
+    // malformed JSON
+    let (status, _, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/users"))
+                .header("content-type", "application/json")
+                .body("{\"username\": "),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(reason(&body), "malformed_json");
+    // wrong field type names the field
+    let (status, _, body) = m
+        .send(
+            m.http
+                .get(m.url("/v1/verify_email?email_id=abc&secret_code=s")),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["details"][1]["field_violations"][0]["field"],
+        "email_id"
+    );
+    let (status, _, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/sessions"))
+                .json(&json!({"username": 5})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["details"][1]["field_violations"][0]["field"],
+        "username"
+    );
+    // body too large
+    let (status, _, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/users"))
+                .json(&json!({"full_name": "x".repeat(4000)})),
+        )
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(reason(&body), "body_too_large");
+    // upstream down
+    let (status, _, body) = m.send(m.http.get(m.url("/v1/accounts/1"))).await;
+    assert_eq!(status, 503);
+    assert_eq!(reason(&body), "upstream_unavailable");
+    // upstream too slow (the gateway's deadline is 1.5 s, the upstream takes 5 s)
+    let (status, _, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/sessions"))
+                .json(&json!({"username": "slow", "password": "right"})),
+        )
+        .await;
+    assert_eq!(status, 504, "{body}");
+    assert_error_shape(&body);
+}
+
+#[tokio::test]
+async fn credential_rpcs_are_rate_limited_per_ip_with_retry_after() {
+    let m = Mesh::start(|c| {
+        c.rate_limit.per_ip_per_minute = 1;
+        c.rate_limit.burst = 2;
+    })
+    .await;
+    let login = || {
+        m.http
+            .post(m.url("/v1/sessions"))
+            .json(&json!({"username": "alice", "password": "right"}))
+    };
+    assert_eq!(m.send(login()).await.0, 200);
+    assert_eq!(m.send(login()).await.0, 200);
+    let (status, headers, body) = m.send(login()).await;
+    assert_eq!(status, 429);
+    assert_eq!(reason(&body), "rate_limited");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    // other RPCs are not limited
+    assert_eq!(m.send(m.http.get(m.url("/v1/users/bob"))).await.0, 200);
+}
+
+#[tokio::test]
+async fn verification_link_answers_a_browser_with_html_and_a_client_with_json() {
+    let m = Mesh::start(|_| {}).await;
+    let page = |id: u32| {
+        m.http
+            .get(m.url(&format!("/v1/verify_email?email_id={id}&secret_code=s")))
+            .header("accept", "text/html,application/xhtml+xml")
+    };
+    let resp = page(1).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(resp.text().await.unwrap().contains("Email verified"));
+    assert!(
+        page(2)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("Link expired")
+    );
+    assert!(
+        page(3)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("Invalid link")
+    );
+
+    let (status, _, body) = m
+        .send(
+            m.http
+                .get(m.url("/v1/verify_email?email_id=1&secret_code=s")),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["email_verified"], true);
+}
+
+#[tokio::test]
+async fn grpc_port_proxies_calls_with_metadata_and_lists_services_by_reflection() {
+    let m = Mesh::start(|_| {}).await;
+    let channel = test_support::channel(m.gateway.grpc_addr).await;
+    let mut client = proto::auth::v1::auth_service_client::AuthServiceClient::new(channel.clone());
+    let mut req = Request::new(pb::GetUserRequest {
+        username: "carol".into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", "Bearer g".parse().unwrap());
+    let user = client.get_user(req).await.unwrap().into_inner();
+    assert_eq!(user.username, "carol");
+    assert_eq!(user.full_name, "Bearer g");
+
+    let mut req = Request::new(pb::LoginUserRequest {
+        username: "a".into(),
+        password: "right".into(),
+    });
+    req.metadata_mut()
+        .insert("x-client-ip", "6.6.6.6".parse().unwrap());
+    let resp = client.login_user(req).await.unwrap().into_inner();
+    assert_eq!(
+        resp.session_id, "127.0.0.1",
+        "the client cannot set its own IP"
+    );
+
+    // errors pass through with their details
+    let status = client
+        .create_user(pb::CreateUserRequest {
+            username: "taken".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    assert_eq!(
+        platform::error::reason_of(&status).as_deref(),
+        Some("username_taken")
+    );
+
+    // a service of ours whose upstream is down
+    let mut accounts =
+        proto::accounts::v1::accounts_service_client::AccountsServiceClient::new(channel.clone());
+    let status = accounts
+        .get_account(proto::accounts::v1::GetAccountRequest { id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+
+    // reflection (v1alpha, what grpcurl 1.8 speaks) lists the public services
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for name in [
+        proto::service_names::AUTH,
+        proto::service_names::ACCOUNTS,
+        proto::service_names::TRANSFERS,
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
+
+    // health of the gateway itself
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let ok = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.status, 1);
+}
+
+#[tokio::test]
+async fn openapi_swagger_health_and_metrics_are_served() {
+    let m = Mesh::start(|_| {}).await;
+    let (status, _, doc) = m.send(m.http.get(m.url("/openapi.json"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["paths"]["/v1/tokens:renew"]["post"].is_object());
+    let resp = m.http.get(m.url("/swagger/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .to_lowercase()
+            .contains("swagger")
+    );
+    let init = m
+        .http
+        .get(m.url("/swagger/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("/openapi.json"), "{init}");
+    assert_eq!(
+        m.http.get(m.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    // accounts and transfers are down in this mesh: not ready, and it says which
+    let resp = m.http.get(m.url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.text().await.unwrap().contains("upstream accounts"));
+    let _ = m.send(m.http.get(m.url("/v1/users/bob"))).await;
+    let metrics = m
+        .http
+        .get(m.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
+}
