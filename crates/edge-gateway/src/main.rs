@@ -1,7 +1,13 @@
-//! The edge gateway binary.
+//! The edge gateway binary. `edge-gateway openapi` prints the OpenAPI document and exits.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg: edge_gateway::config::Config = platform::config::load("edge-gateway")?;
+    if std::env::args().nth(1).as_deref() == Some("openapi") {
+        let table = edge_gateway::routes::RouteTable::from_descriptor_set(proto::DESCRIPTOR_SET)?;
+        let doc = edge_gateway::openapi::document(&table, &cfg.public_base_url);
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
     platform::telemetry::init("edge-gateway", &cfg.telemetry);
     let listeners = platform::Listeners {
         grpc: platform::grpc::bind(&cfg.grpc_addr).await?,
