@@ -134,7 +134,11 @@ BEGIN
         p_to := ledger.ensure_system_account(p_currency);
     END IF;
     IF p_from = p_to THEN
-        RAISE EXCEPTION USING ERRCODE = 'LD000', MESSAGE = 'same_account';
+        IF p_kind = 'transfer' THEN
+            RAISE EXCEPTION USING ERRCODE = 'LD000', MESSAGE = 'same_account';
+        END IF;
+        -- a deposit into (or withdrawal from) the system account itself: no such customer account
+        RAISE EXCEPTION USING ERRCODE = 'LD000', MESSAGE = 'account_not_found';
     END IF;
 
     -- Lock both rows, lower id first (see above).

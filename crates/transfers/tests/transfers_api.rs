@@ -377,6 +377,25 @@ async fn deposit_and_withdraw_are_banker_only_and_balance_against_the_system_acc
         .unwrap_err();
     assert_status(err, Code::InvalidArgument, "amount_over_limit");
 
+    // the bank's own cash account is not a customer account to deposit into
+    let cash: i64 = sqlx::query_scalar(
+        "SELECT id FROM ledger.accounts WHERE kind = 'system' AND currency = 'EUR'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let err = client
+        .deposit(authed(
+            DepositRequest {
+                account_id: cash,
+                ..deposit(1)
+            },
+            &app.banker(),
+        ))
+        .await
+        .unwrap_err();
+    assert_status(err, Code::NotFound, "account_not_found");
+
     assert_eq!(app.total("EUR").await, 0);
     assert!(app.reconcile().await.ok);
 }
