@@ -40,9 +40,10 @@ impl AuthService for AuthApi {
         &self,
         req: Request<pb::CreateUserRequest>,
     ) -> RpcResult<pb::CreateUserResponse> {
+        let trace = traceparent(&req);
         let r = req.into_inner();
         let signup = SignUp::parse(&r.username, &r.full_name, &r.email, &r.password)?;
-        let user = users::create_user(&self.auth, signup).await?;
+        let user = users::create_user(&self.auth, signup, trace.as_deref()).await?;
         ok(pb::CreateUserResponse {
             user: Some(user_pb(&user)),
         })
@@ -108,13 +109,15 @@ impl AuthService for AuthApi {
 
     async fn update_user(&self, req: Request<pb::UpdateUserRequest>) -> RpcResult<pb::User> {
         let caller = self.caller(&req)?;
+        let trace = traceparent(&req);
         let r = req.into_inner();
         let changes = Changes::parse(
             r.full_name.as_deref(),
             r.email.as_deref(),
             r.password.as_deref(),
         )?;
-        let user = users::update_user(&self.auth, &caller, &r.username, changes).await?;
+        let user =
+            users::update_user(&self.auth, &caller, &r.username, changes, trace.as_deref()).await?;
         ok(user_pb(&user))
     }
 
@@ -138,9 +141,22 @@ impl AuthService for AuthApi {
         req: Request<pb::ResendVerificationEmailRequest>,
     ) -> RpcResult<pb::ResendVerificationEmailResponse> {
         let caller = self.caller(&req)?;
-        let email = verification::resend(&self.auth, &caller).await?;
+        let email = verification::resend(&self.auth, &caller, traceparent(&req).as_deref()).await?;
         ok(pb::ResendVerificationEmailResponse { email })
     }
+}
+
+/// The W3C `traceparent` the gateway forwarded, if well formed (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn traceparent<T>(req: &Request<T>) -> Option<String> {
+    let v = req.metadata().get("traceparent")?.to_str().ok()?.trim();
+    let parts: Vec<&str> = v.split('-').collect();
+    let shape = [2, 32, 16, 2];
+    let ok = parts.len() == 4
+        && parts
+            .iter()
+            .zip(shape)
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    ok.then(|| v.to_owned())
 }
 
 fn user_pb(u: &User) -> pb::User {

@@ -156,8 +156,11 @@ impl Relay {
                 .arg("event_type")
                 .arg(&r.event_type)
                 .arg("payload")
-                .arg(&r.payload)
-                .ignore();
+                .arg(&r.payload);
+            if let Some(tp) = &r.traceparent {
+                pipe.arg("traceparent").arg(tp);
+            }
+            pipe.ignore();
         }
         tokio::time::timeout(self.redis_timeout, async {
             let mut conn = self.redis.get().await.context("redis connection")?;

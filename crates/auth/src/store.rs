@@ -156,21 +156,34 @@ pub async fn mark_verification_used(conn: &mut PgConnection, id: i64) -> Result<
 
 // --- outbox ---------------------------------------------------------------------------------
 
+/// Reserved payload key holding the trace context inside `auth.outbox` (never published in the
+/// payload).
+pub const TRACEPARENT_KEY: &str = "_traceparent";
+
 /// The channel the relay LISTENs on.
 pub const OUTBOX_CHANNEL: &str = "auth_outbox";
 
 /// Writes an event in the caller's transaction and wakes the relay when that transaction commits
 /// (NOTIFY is transactional: a rolled-back event wakes no one).
+///
+/// `traceparent` (W3C trace context of the request) has no column of its own: it is kept in the
+/// row's payload under [`TRACEPARENT_KEY`] and moved to the stream entry's own field by the relay,
+/// so the published payload is exactly the event contract.
 pub async fn insert_outbox(
     conn: &mut PgConnection,
     event_type: &str,
     payload: &serde_json::Value,
+    traceparent: Option<&str>,
 ) -> Result<Uuid, sqlx::Error> {
     let event_id = Uuid::now_v7();
+    let mut payload = payload.clone();
+    if let (Some(tp), Some(obj)) = (traceparent, payload.as_object_mut()) {
+        obj.insert(TRACEPARENT_KEY.into(), tp.into());
+    }
     sqlx::query("INSERT INTO auth.outbox (event_id, event_type, payload) VALUES ($1, $2, $3)")
         .bind(event_id)
         .bind(event_type)
-        .bind(payload)
+        .bind(&payload)
         .execute(&mut *conn)
         .await?;
     sqlx::query("SELECT pg_notify($1, '')")
@@ -185,7 +198,9 @@ pub struct OutboxRow {
     pub id: i64,
     pub event_id: Uuid,
     pub event_type: String,
+    /// The payload without [`TRACEPARENT_KEY`].
     pub payload: String,
+    pub traceparent: Option<String>,
 }
 
 /// Locks the oldest unpublished rows; rows another relay holds are skipped.
@@ -194,10 +209,13 @@ pub async fn lock_unpublished(
     limit: i64,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, event_id, event_type, payload::text AS payload FROM auth.outbox
+        "SELECT id, event_id, event_type, (payload - $2)::text AS payload,
+                payload->>$2 AS traceparent
+         FROM auth.outbox
          WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
+    .bind(TRACEPARENT_KEY)
     .fetch_all(conn)
     .await
 }

@@ -310,3 +310,42 @@ async fn metrics_show_outbox_and_login_counters() {
     }
     panic!("metrics missing:\n{text}");
 }
+
+#[tokio::test]
+async fn the_requests_traceparent_travels_in_its_own_stream_field_not_in_the_payload() {
+    let app = app().await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    app.client()
+        .create_user(with_metadata(
+            proto::auth::v1::CreateUserRequest {
+                username: "ann".into(),
+                full_name: "Ann".into(),
+                email: "ann@example.com".into(),
+                password: PASSWORD.into(),
+            },
+            &[("traceparent", tp)],
+        ))
+        .await
+        .unwrap();
+    app.sign_up("bob").await; // no trace context
+    wait_for_stream_len(&app.redis, 2).await;
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(auth::relay::stream_key(&app.redis.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.ids[0].get::<String>("traceparent").as_deref(),
+        Some(tp)
+    );
+    assert_eq!(reply.ids[1].get::<String>("traceparent"), None);
+    for e in &reply.ids {
+        let payload: serde_json::Value =
+            serde_json::from_str(&e.get::<String>("payload").unwrap()).unwrap();
+        let keys: Vec<&String> = payload.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 6, "exactly the contract's fields: {keys:?}");
+    }
+}

@@ -1,6 +1,6 @@
 //! argon2id password hashing. Hashing is CPU-bound (tens of ms), so it runs on the blocking pool.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 
@@ -12,7 +12,8 @@ pub struct Hasher {
     argon: Arc<Argon2<'static>>,
     /// A hash of a random password with the same cost: verifying against it when the user does not
     /// exist makes "unknown user" take as long as "wrong password".
-    dummy: Arc<String>,
+    /// Computed on first use.
+    dummy: Arc<OnceLock<String>>,
 }
 
 impl Hasher {
@@ -25,10 +26,9 @@ impl Hasher {
         )
         .map_err(|e| AuthError::Internal(format!("argon2 params: {e}")))?;
         let argon = Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params));
-        let dummy = hash_with(&argon, &super::secrets::random_token())?;
         Ok(Self {
             argon,
-            dummy: Arc::new(dummy),
+            dummy: Arc::new(OnceLock::new()),
         })
     }
 
@@ -48,18 +48,29 @@ impl Hasher {
     /// True when `password` matches `stored`; with `stored = None` it checks against the dummy
     /// hash (and returns false) so the time taken does not reveal whether the user exists.
     pub async fn verify(&self, password: &str, stored: Option<&str>) -> bool {
-        let argon = self.argon.clone();
+        let this = self.clone();
         let pw = password.to_owned();
         let exists = stored.is_some();
-        let hash = stored.map_or_else(|| self.dummy.as_str().to_owned(), str::to_owned);
+        let stored = stored.map(str::to_owned);
         let ok = tokio::task::spawn_blocking(move || {
+            let hash = stored.unwrap_or_else(|| this.dummy_hash());
             PasswordHash::new(&hash)
-                .map(|h| argon.verify_password(pw.as_bytes(), &h).is_ok())
+                .map(|h| this.argon.verify_password(pw.as_bytes(), &h).is_ok())
                 .unwrap_or(false)
         })
         .await
         .unwrap_or(false);
         ok && exists
+    }
+}
+
+impl Hasher {
+    fn dummy_hash(&self) -> String {
+        self.dummy
+            .get_or_init(|| {
+                hash_with(&self.argon, &super::secrets::random_token()).unwrap_or_default()
+            })
+            .clone()
     }
 }
 

@@ -44,7 +44,12 @@ impl SignUp {
 
 /// Signs up a depositor. In one transaction: the user, a verification record and the
 /// `user.created` event; if any part fails, none of it exists.
-pub async fn create_user(auth: &Auth, s: SignUp) -> Result<User, AuthError> {
+/// `traceparent` is the request's trace context, carried with the event to the mailer.
+pub async fn create_user(
+    auth: &Auth,
+    s: SignUp,
+    traceparent: Option<&str>,
+) -> Result<User, AuthError> {
     let hashed = auth.hasher.hash(&s.password).await?;
     let mut tx = auth.db.begin().await?;
     let user = store::insert_user(
@@ -60,7 +65,14 @@ pub async fn create_user(auth: &Auth, s: SignUp) -> Result<User, AuthError> {
     )
     .await
     .map_err(AuthError::from_insert_user)?;
-    send_verification(&mut tx, &user, "user.created", &auth.verification).await?;
+    send_verification(
+        &mut tx,
+        &user,
+        "user.created",
+        &auth.verification,
+        traceparent,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(username = %user.username, "user signed up");
     Ok(user)
@@ -72,6 +84,7 @@ pub(crate) async fn send_verification(
     user: &User,
     event_type: &str,
     cfg: &VerificationConfig,
+    traceparent: Option<&str>,
 ) -> Result<(), AuthError> {
     let secret_code = secrets::random_token();
     let ttl = chrono::Duration::seconds(i64::try_from(cfg.code_ttl_secs).unwrap_or(86_400));
@@ -87,7 +100,7 @@ pub(crate) async fn send_verification(
         "secret_code": secret_code,
         "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
-    store::insert_outbox(conn, event_type, &payload).await?;
+    store::insert_outbox(conn, event_type, &payload, traceparent).await?;
     Ok(())
 }
 
@@ -151,6 +164,7 @@ pub async fn update_user(
     caller: &Caller,
     requested: &str,
     changes: Changes,
+    traceparent: Option<&str>,
 ) -> Result<User, AuthError> {
     let username = target(caller, requested)?;
     let hashed = match &changes.password {
@@ -176,7 +190,14 @@ pub async fn update_user(
     .await
     .map_err(AuthError::from_insert_user)?;
     if new_email.is_some() {
-        send_verification(&mut tx, &user, "user.email_changed", &auth.verification).await?;
+        send_verification(
+            &mut tx,
+            &user,
+            "user.email_changed",
+            &auth.verification,
+            traceparent,
+        )
+        .await?;
     }
     if hashed.is_some() {
         let keep = (caller.username == username).then_some(caller.session_id);

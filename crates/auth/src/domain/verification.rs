@@ -37,7 +37,11 @@ pub async fn verify_email(
 }
 
 /// Sends the caller a new verification email (rate-limited). Returns the address.
-pub async fn resend(auth: &Auth, caller: &Caller) -> Result<String, AuthError> {
+pub async fn resend(
+    auth: &Auth,
+    caller: &Caller,
+    traceparent: Option<&str>,
+) -> Result<String, AuthError> {
     let user = store::get_user(&auth.db, &caller.username)
         .await?
         .ok_or(AuthError::UserNotFound)?;
@@ -51,6 +55,7 @@ pub async fn resend(auth: &Auth, caller: &Caller) -> Result<String, AuthError> {
         &user,
         "user.verification_resent",
         &auth.verification,
+        traceparent,
     )
     .await?;
     tx.commit().await?;
