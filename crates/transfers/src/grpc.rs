@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{AccountId, Amount, Currencies, LedgerError, PageSize, PageToken},
-    ledger::{Command, Kind, Ledger, Outcome},
+    ledger::{self, Command, Kind, Ledger, Outcome},
     reconcile,
     store::{self, EntryRow, TransferRow},
 };
@@ -38,26 +38,63 @@ impl TransfersApi {
     }
 
     /// Moves money and answers with the transfer, both entries and the source's new balance.
-    async fn apply(&self, cmd: Command) -> RpcResult<TransferResult> {
+    /// A request refused before it reaches the ledger is counted in the same metric.
+    async fn apply(
+        &self,
+        kind: Kind,
+        parsed: Result<Command, ApiError>,
+    ) -> RpcResult<TransferResult> {
+        let cmd = parsed.inspect_err(|e| ledger::record_refusal(kind, e.reason))?;
         let outcome = self.ledger.apply(&cmd).await.map_err(ApiError::from)?;
         Ok(Response::new(result_to_proto(outcome)))
     }
 
+    fn parse_transfer(
+        &self,
+        request: &Request<CreateTransferRequest>,
+    ) -> Result<Command, ApiError> {
+        let caller = platform::caller::authenticate(request.metadata(), &self.tokens)?;
+        if self.require_verified_email && !caller.email_verified {
+            return Err(ApiError::permission_denied(
+                "email_not_verified",
+                "verify your email address before moving money (then renew your token)",
+            ));
+        }
+        let req = request.get_ref();
+        let from = AccountId::parse(req.from_account_id, "from_account_id")?;
+        let to = AccountId::parse(req.to_account_id, "to_account_id")?;
+        if from == to {
+            return Err(LedgerError::SameAccount.into());
+        }
+        Ok(Command {
+            username: caller.username,
+            kind: Kind::Transfer,
+            from: Some(from),
+            to: Some(to),
+            amount: Amount::parse(req.amount, self.max_transfer_amount)?,
+            currency: self.currencies.parse(&req.currency, "currency")?,
+            idempotency_key: platform::caller::idempotency_key(
+                request.metadata(),
+                &req.request_id,
+            )?,
+        })
+    }
+
     /// A banker's deposit or withdrawal on one customer account.
-    async fn cash<T>(
+    fn parse_cash<T>(
         &self,
         request: &Request<T>,
         kind: Kind,
         (account_id, amount, currency, request_id): (i64, i64, &str, &str),
-    ) -> RpcResult<TransferResult> {
-        let caller = self.caller(request)?;
+    ) -> Result<Command, ApiError> {
+        let caller = platform::caller::authenticate(request.metadata(), &self.tokens)?;
         caller.require_banker()?;
         let account = Some(AccountId::parse(account_id, "account_id")?);
         let (from, to) = match kind {
             Kind::Withdrawal => (account, None),
             _ => (None, account),
         };
-        self.apply(Command {
+        Ok(Command {
             username: caller.username,
             kind,
             from,
@@ -66,7 +103,6 @@ impl TransfersApi {
             currency: self.currencies.parse(currency, "currency")?,
             idempotency_key: platform::caller::idempotency_key(request.metadata(), request_id)?,
         })
-        .await
     }
 
     /// The account, if the caller may read it (owner or banker); NOT_FOUND otherwise.
@@ -85,33 +121,8 @@ impl TransfersService for TransfersApi {
         &self,
         request: Request<CreateTransferRequest>,
     ) -> RpcResult<TransferResult> {
-        let caller = self.caller(&request)?;
-        if self.require_verified_email && !caller.email_verified {
-            return Err(ApiError::permission_denied(
-                "email_not_verified",
-                "verify your email address before moving money (then renew your token)",
-            )
-            .into());
-        }
-        let req = request.get_ref();
-        let from = AccountId::parse(req.from_account_id, "from_account_id")?;
-        let to = AccountId::parse(req.to_account_id, "to_account_id")?;
-        if from == to {
-            return Err(ApiError::from(LedgerError::SameAccount).into());
-        }
-        self.apply(Command {
-            username: caller.username,
-            kind: Kind::Transfer,
-            from: Some(from),
-            to: Some(to),
-            amount: Amount::parse(req.amount, self.max_transfer_amount)?,
-            currency: self.currencies.parse(&req.currency, "currency")?,
-            idempotency_key: platform::caller::idempotency_key(
-                request.metadata(),
-                &req.request_id,
-            )?,
-        })
-        .await
+        self.apply(Kind::Transfer, self.parse_transfer(&request))
+            .await
     }
 
     async fn get_transfer(&self, request: Request<GetTransferRequest>) -> RpcResult<Transfer> {
@@ -181,7 +192,11 @@ impl TransfersService for TransfersApi {
             r.currency.as_str(),
             r.request_id.as_str(),
         );
-        self.cash(&request, Kind::Deposit, args).await
+        self.apply(
+            Kind::Deposit,
+            self.parse_cash(&request, Kind::Deposit, args),
+        )
+        .await
     }
 
     async fn withdraw(&self, request: Request<WithdrawRequest>) -> RpcResult<TransferResult> {
@@ -192,7 +207,11 @@ impl TransfersService for TransfersApi {
             r.currency.as_str(),
             r.request_id.as_str(),
         );
-        self.cash(&request, Kind::Withdrawal, args).await
+        self.apply(
+            Kind::Withdrawal,
+            self.parse_cash(&request, Kind::Withdrawal, args),
+        )
+        .await
     }
 
     async fn reconcile(&self, request: Request<ReconcileRequest>) -> RpcResult<ReconcileResponse> {

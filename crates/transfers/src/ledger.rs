@@ -146,6 +146,11 @@ impl Ledger {
     }
 }
 
+/// Counts a request refused before it reached the ledger (bad input, not allowed).
+pub fn record_refusal(kind: Kind, reason: &'static str) {
+    metrics::counter!("transfers_total", "outcome" => reason, "kind" => kind.as_str()).increment(1);
+}
+
 fn record(cmd: &Command, result: &Result<Outcome, LedgerError>) {
     let outcome = match result {
         Ok(o) if o.replayed => {

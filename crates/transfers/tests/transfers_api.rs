@@ -676,3 +676,49 @@ async fn reconcile_reports_a_tampered_balance() {
     };
     assert!(!transfers::cli::reconcile(&cfg).await.unwrap());
 }
+
+#[tokio::test]
+async fn key_cleanup_deletes_only_keys_past_retention_in_bounded_batches() {
+    let app = App::start().await;
+    let alice = app.open("alice", "USD").await;
+    let bob = app.open("bob", "USD").await;
+    app.deposit(alice, 1_000, "USD").await;
+    let mut client = app.client.clone();
+    for key in ["old-1", "old-2", "old-3", "fresh"] {
+        client
+            .create_transfer(with_key(
+                authed(transfer(alice, bob, 1, "USD"), &app.token("alice")),
+                key,
+            ))
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "UPDATE ledger.idempotency_keys SET created_at = now() - interval '25 hours'
+         WHERE key LIKE 'old-%'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let deleted = transfers::store::delete_expired_keys(&app.db.pool, 24, 2)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2, "one statement deletes at most one batch");
+    let deleted = transfers::store::delete_expired_keys(&app.db.pool, 24, 2)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM ledger.idempotency_keys")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["fresh"]);
+}
+
+#[test]
+fn retention_below_24_hours_is_refused_at_startup() {
+    let mut cfg = transfers::config::Config::default();
+    assert!(cfg.validate().is_ok());
+    cfg.idempotency.retention_hours = 23;
+    assert!(cfg.validate().is_err());
+}
