@@ -399,3 +399,39 @@ async fn operator_command_creates_a_verified_banker() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("username already taken"));
 }
+
+#[tokio::test]
+async fn operator_command_reads_the_password_from_stdin() {
+    use std::io::Write;
+    let app = app().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_auth"))
+        .args([
+            "create-user",
+            "--username",
+            "dora",
+            "--full-name",
+            "Dora Depositor",
+            "--email",
+            "dora@example.com",
+        ])
+        .env("AUTH_DATABASE__URL", &app.db.url)
+        .env_remove("AUTH_NEW_USER_PASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user = app.login("dora", PASSWORD).await.unwrap().user.unwrap();
+    assert_eq!(
+        user.role,
+        pb::Role::Depositor as i32,
+        "depositor is the default role"
+    );
+}
