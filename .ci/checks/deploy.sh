@@ -58,7 +58,15 @@ run "helm template (default values)" \
 run "helm template (production values)" \
   sh -c "helm template txn '$CHART' --namespace transactions -f '$CHART/values-production.yaml' \
     --set image.tag=0123456789abcdef0123456789abcdef01234567 > '$work/production/manifests.yaml'"
-for values in default production; do
+# A test cluster's install: secrets given inline, so the chart makes its own Secret (dummy values).
+mkdir -p "$work/inline"
+run "helm template (inline secrets)" \
+  sh -c "helm template txn '$CHART' --namespace transactions \
+    --set secrets.database.url=postgres://txn@db.example:5432/transactions \
+    --set secrets.redis.url=redis://redis.example:6379 \
+    --set secrets.token.publicKey=cHVibGlj --set secrets.token.privateKey=cHJpdmF0ZQ== \
+    --set secrets.smtp.username=mailer --set secrets.smtp.password=dummy > '$work/inline/manifests.yaml'"
+for values in default production inline; do
   for kv in "${KUBE_VERSIONS[@]}"; do
     # --strict rejects unknown fields; the only kind without a bundled schema is cert-manager's
     # ClusterIssuer (a CRD), which check_chart.py looks at instead.
@@ -69,6 +77,7 @@ done
 run "chart test (default values)" "$VENV_BIN/python" deploy/tests/check_chart.py "$work/default/manifests.yaml"
 run "chart test (production values)" \
   "$VENV_BIN/python" deploy/tests/check_chart.py --production "$work/production/manifests.yaml"
+run "chart test (inline secrets)" "$VENV_BIN/python" deploy/tests/check_chart.py "$work/inline/manifests.yaml"
 
 # --- workflows --------------------------------------------------------------------------------
 run "actionlint" actionlint
@@ -83,10 +92,10 @@ run "checkov Dockerfile" checkov "${checkov_common[@]}" --framework dockerfile -
 #              immutable tags, so a tag names exactly one image; the deploy sets that tag.
 #   CKV_K8S_15 imagePullPolicy Always: with immutable per-commit tags IfNotPresent pulls every new
 #              version and avoids a registry round trip (and a registry outage) on every restart.
-#   CKV_K8S_35 secrets as files: the services read connection strings (database, Redis, SMTP)
-#              from environment variables (their config loader has no *_file variant for them);
-#              the values come from Secrets by secretKeyRef, never inline. The token keys, the
-#              only key material, are mounted as files.
+#   CKV_K8S_35 secrets as files: the services read the database and Redis URLs (and the SMTP
+#              user name) from environment variables (their config has no *_file variant for
+#              them); the values come from Secrets by secretKeyRef, never inline. The token keys
+#              and the SMTP password are mounted as files.
 #   CKV_K8S_21 default namespace (helm framework only): checkov renders the chart itself without a
 #              namespace; every object carries the release namespace, and the production
 #              rendering below is checked with CKV_K8S_21 on.

@@ -158,6 +158,22 @@ def main(argv: list[str]) -> int:
                    and (n["spec"]["podSelector"]["matchLabels"].get(COMPONENT) == name)]
         c.check(len(netpols) == 1, f"{name}: a NetworkPolicy of its own")
 
+    # Key material: only auth gets the token's private key; no password travels as an env var.
+    for dep in deployments:
+        comp = dep["metadata"]["labels"].get(COMPONENT)
+        spec = dep["spec"]["template"]["spec"]
+        paths = {item.get("path") for v in spec.get("volumes") or []
+                 for item in (v.get("secret") or {}).get("items") or []}
+        if comp != "auth":
+            c.check("private-key" not in paths, f"{comp}: no token private key mounted")
+        env_names = {e["name"] for ctr in spec["containers"] for e in ctr.get("env") or []}
+        c.check(not any(n.endswith("PASSWORD") for n in env_names), f"{comp}: no password in env")
+    if production:
+        auth = one(deployments, lambda d: d["metadata"]["labels"].get(COMPONENT) == "auth")
+        paths = {item.get("path") for v in (auth or {}).get("spec", {}).get("template", {}).get("spec", {})
+                 .get("volumes", []) for item in (v.get("secret") or {}).get("items") or []}
+        c.check({"public-key", "private-key"} <= paths, "production: auth mounts both token keys")
+
     # Only the gateway may be reached from outside the release: every other service's policy
     # admits its gRPC port only from pods of this release.
     for pol in k["NetworkPolicy"]:
