@@ -17,9 +17,11 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     let db = platform::db::pool(&cfg.database)?;
     let redis = platform::redis::pool(&cfg.redis)?;
     let keys = signing_keys(&cfg)?;
+    let hasher = Hasher::new(&cfg.password)?;
+    hasher.warm_up();
     let auth = Auth {
         db: db.clone(),
-        hasher: Hasher::new(&cfg.password)?,
+        hasher,
         tokens: keys.maker(cfg.token.kind),
         throttle: Throttle::new(
             redis.clone(),

@@ -65,6 +65,13 @@ impl Hasher {
 }
 
 impl Hasher {
+    /// Computes the dummy hash now (on the blocking pool), so the first login of an unknown user
+    /// is not slower than the others.
+    pub fn warm_up(&self) {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.dummy_hash());
+    }
+
     fn dummy_hash(&self) -> String {
         self.dummy
             .get_or_init(|| {
