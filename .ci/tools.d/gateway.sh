@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# The gateway check renders Swagger UI in headless Chromium (Debian's package). Idempotent and quiet.
+# The gateway check renders Swagger UI in headless Chromium and runs the curl walkthrough (curl, jq),
+# all from Debian packages. Idempotent and quiet: installs only what is missing.
 set -euo pipefail
-if command -v chromium >/dev/null 2>&1; then
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v jq >/dev/null 2>&1 || need+=(jq)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
+echo "installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
-apt-get install -y -qq --no-install-recommends chromium >/dev/null
-command -v chromium >/dev/null
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+  || apt-get install -y --no-install-recommends "${need[@]}"

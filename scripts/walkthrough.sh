@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The README's curl walkthrough, step by step, against a running mesh (`cargo xtask up`).
+# CI runs it (.ci/checks/gateway.sh) so the README never rots. Needs curl, jq and python3.
+#
+#   BASE_URL  the gateway (default http://localhost:8080)
+#   MAIL_DIR  where the dev mailer writes .eml files (default var/mail)
+#
+# Every name gets a suffix, so the walkthrough can run again against the same database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE_URL=${BASE_URL:-http://localhost:8080}
+MAIL_DIR=${MAIL_DIR:-var/mail}
+S=${WALKTHROUGH_SUFFIX:-$(date +%s)$RANDOM}
+ALICE=alice_$S
+BOB=bob_$S
+BANKER=banker_$S
+JSON='content-type: application/json'
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+fail() { echo "walkthrough FAILED: $*" >&2; exit 1; }
+# curl that prints the answer and fails on a non-2xx status
+call() {
+  local out status
+  out=$(curl -sS -w '\n%{http_code}' "$@")
+  status=${out##*$'\n'}
+  out=${out%$'\n'*}
+  echo "$out" | jq . 2>/dev/null || echo "$out"
+  [[ $status == 2* ]] || fail "HTTP $status from: curl $*"
+  LAST=$out
+}
+
+step "1. Sign up"
+call -X POST "$BASE_URL/v1/users" -H "$JSON" \
+  -d "{\"username\": \"$ALICE\", \"full_name\": \"Alice Liddell\", \"email\": \"$ALICE@example.com\", \"password\": \"wonderland-42\"}"
+
+step "2. Open the verification link from the email (dev mail folder: $MAIL_DIR)"
+LINK=
+for _ in $(seq 1 60); do
+  FILE=$(grep -l "$ALICE@example.com" "$MAIL_DIR"/*.eml 2>/dev/null | head -1 || true)
+  if [[ -n $FILE ]]; then
+    # the text part of the email, decoded (quoted-printable or base64), holds the link
+    LINK=$(python3 -c '
+import email, re, sys
+msg = email.message_from_binary_file(open(sys.argv[1], "rb"))
+for part in msg.walk():
+    if part.get_content_type() == "text/plain":
+        m = re.search(r"https?://\S*/v1/verify_email\?\S+", part.get_payload(decode=True).decode())
+        if m:
+            print(m.group(0))
+            break
+' "$FILE")
+    [[ -n $LINK ]] && break
+  fi
+  sleep 0.5
+done
+[[ -n $LINK ]] || fail "no verification email for $ALICE in $MAIL_DIR after 30 s"
+LINK="$BASE_URL/v1/${LINK#*/v1/}"   # the same path on the gateway we were given
+echo "$LINK"
+call "$LINK"
+[[ $(jq -r .email_verified <<<"$LAST") == true ]] || fail "email not verified"
+
+step "3. Log in"
+call -X POST "$BASE_URL/v1/sessions" -H "$JSON" \
+  -d "{\"username\": \"$ALICE\", \"password\": \"wonderland-42\"}"
+TOKEN=$(jq -r .access_token <<<"$LAST")
+REFRESH=$(jq -r .refresh_token <<<"$LAST")
+
+step "4. Open a USD account"
+call -X POST "$BASE_URL/v1/accounts" -H "$JSON" -H "authorization: Bearer $TOKEN" \
+  -d '{"currency": "USD"}'
+ACCOUNT=$(jq -r .id <<<"$LAST")
+
+step "5. A banker (created by an operator) deposits 100.00 USD"
+AUTH_BIN=${AUTH_BIN:-}
+if [[ -z $AUTH_BIN && -x target/debug/auth ]]; then AUTH_BIN=target/debug/auth; fi
+create_user() { # username full_name email role password
+  if [[ -n $AUTH_BIN ]]; then
+    AUTH_NEW_USER_PASSWORD=$5 "$AUTH_BIN" create-user --username "$1" --full-name "$2" --email "$3" --role "$4"
+  else
+    AUTH_NEW_USER_PASSWORD=$5 cargo run -q -p auth -- create-user --username "$1" --full-name "$2" --email "$3" --role "$4"
+  fi
+}
+export TXN_DATABASE__URL=${TXN_DATABASE__URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/transactions}}
+echo "\$ auth create-user --username $BANKER --full-name 'Bea Banker' --email $BANKER@example.com --role banker"
+create_user "$BANKER" "Bea Banker" "$BANKER@example.com" banker counting-house-1 >/dev/null \
+  || fail "auth create-user failed"
+call -X POST "$BASE_URL/v1/sessions" -H "$JSON" \
+  -d "{\"username\": \"$BANKER\", \"password\": \"counting-house-1\"}"
+BANKER_TOKEN=$(jq -r .access_token <<<"$LAST")
+call -X POST "$BASE_URL/v1/accounts/$ACCOUNT:deposit" -H "$JSON" -H "authorization: Bearer $BANKER_TOKEN" \
+  -d '{"amount": "10000", "currency": "USD"}'
+
+step "6. Bob opens an account to receive"
+create_user "$BOB" "Bob" "$BOB@example.com" depositor bobs-password-1 >/dev/null || fail "create bob"
+call -X POST "$BASE_URL/v1/sessions" -H "$JSON" -d "{\"username\": \"$BOB\", \"password\": \"bobs-password-1\"}"
+BOB_TOKEN=$(jq -r .access_token <<<"$LAST")
+call -X POST "$BASE_URL/v1/accounts" -H "$JSON" -H "authorization: Bearer $BOB_TOKEN" -d '{"currency": "USD"}'
+BOB_ACCOUNT=$(jq -r .id <<<"$LAST")
+
+step "7. Transfer 25.00 USD with an Idempotency-Key"
+KEY=walkthrough-$S
+TRANSFER="{\"from_account_id\": \"$ACCOUNT\", \"to_account_id\": \"$BOB_ACCOUNT\", \"amount\": \"2500\", \"currency\": \"USD\"}"
+call -X POST "$BASE_URL/v1/transfers" -H "$JSON" -H "authorization: Bearer $TOKEN" \
+  -H "idempotency-key: $KEY" -d "$TRANSFER"
+FIRST_ID=$(jq -r .transfer.id <<<"$LAST")
+
+step "8. Repeat it: the same transfer comes back, marked replayed"
+call -X POST "$BASE_URL/v1/transfers" -H "$JSON" -H "authorization: Bearer $TOKEN" \
+  -H "idempotency-key: $KEY" -d "$TRANSFER"
+[[ $(jq -r .transfer.id <<<"$LAST") == "$FIRST_ID" && $(jq -r .replayed <<<"$LAST") == true ]] \
+  || fail "the repeat was not a replay of transfer $FIRST_ID"
+
+step "9. List the account's transfers and its statement"
+call "$BASE_URL/v1/accounts/$ACCOUNT/transfers?page_size=10" -H "authorization: Bearer $TOKEN"
+call "$BASE_URL/v1/accounts/$ACCOUNT/entries" -H "authorization: Bearer $TOKEN"
+[[ $(jq -r '.entries[0].balance_after' <<<"$LAST") == 7500 ]] || fail "balance after is not 7500"
+
+step "10. Renew the tokens"
+call -X POST "$BASE_URL/v1/tokens:renew" -H "$JSON" -d "{\"refresh_token\": \"$REFRESH\"}"
+TOKEN=$(jq -r .access_token <<<"$LAST")
+
+step "11. Log out"
+call -X DELETE "$BASE_URL/v1/sessions/current" -H "authorization: Bearer $TOKEN"
+
+step "An error looks like this (no token)"
+out=$(curl -sS -w '\n%{http_code}' "$BASE_URL/v1/accounts")
+echo "${out%$'\n'*}" | jq .
+[[ ${out##*$'\n'} == 401 ]] || fail "expected 401 without a token"
+
+printf '\nwalkthrough OK\n'
