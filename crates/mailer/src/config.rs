@@ -43,8 +43,11 @@ pub struct Config {
     pub dead_letter_maxlen: usize,
     /// How long the "already sent" marker of an event is kept (the dedupe window).
     pub dedupe_ttl_secs: u64,
-    /// How often the pending/lag gauges are refreshed.
+    /// How often the pending/lag gauges are refreshed (and idle consumers looked for).
     pub stats_interval_ms: u64,
+    /// A consumer of the group with nothing pending and idle this long (a replica that is gone,
+    /// e.g. an old pod name) is removed from the group, so the group does not grow forever.
+    pub forget_idle_consumer_secs: u64,
     /// How long in-flight sends may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -69,6 +72,7 @@ impl Default for Config {
             dead_letter_maxlen: 100_000,
             dedupe_ttl_secs: 7 * 24 * 3600,
             stats_interval_ms: 5_000,
+            forget_idle_consumer_secs: 24 * 3600,
             shutdown_grace_secs: 10,
         }
     }
@@ -232,6 +236,11 @@ impl Config {
             (100..=60_000).contains(&self.stats_interval_ms),
             "stats_interval_ms",
             "must be 100..=60000",
+        )?;
+        check(
+            (1..=30 * 24 * 3600).contains(&self.forget_idle_consumer_secs),
+            "forget_idle_consumer_secs",
+            "must be 1..=2592000 (30 days)",
         )?;
         check(
             (1..=10_000_000).contains(&self.dead_letter_maxlen),

@@ -46,7 +46,10 @@ use redis::{
     AsyncConnectionConfig, Value,
     aio::MultiplexedConnection,
     from_redis_value_ref,
-    streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply},
+    streams::{
+        StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamInfoGroupsReply,
+        StreamReadReply,
+    },
 };
 use tokio::{sync::Semaphore, task::JoinSet};
 use tracing::Instrument;
@@ -653,6 +656,48 @@ async fn refresh_stats(ctx: &Ctx) -> anyhow::Result<()> {
         metrics::gauge!("mailer_stream_pending").set(g.pending as f64);
         if let Some(lag) = g.lag {
             metrics::gauge!("mailer_stream_lag").set(lag as f64);
+        }
+    }
+    forget_idle_consumers(ctx, &mut conn).await
+}
+
+/// Removes consumers that hold nothing and have been idle for `forget_idle_consumer_secs`.
+/// Check and delete run in one script: XGROUP DELCONSUMER drops a consumer's pending entries,
+/// so it must never hit one that just read something.
+async fn forget_idle_consumers(ctx: &Ctx, conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
+    let consumers: StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&ctx.stream)
+        .arg(&ctx.cfg.group)
+        .query_async(conn)
+        .await?;
+    let idle_ms = ctx.cfg.forget_idle_consumer_secs.saturating_mul(1_000);
+    let script = redis::Script::new(
+        r"
+        for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+            local f = {}
+            for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+            if f['name'] == ARGV[2] and tonumber(f['pending']) == 0
+                and tonumber(f['idle']) >= tonumber(ARGV[3]) then
+                return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+            end
+        end
+        return -1
+        ",
+    );
+    for c in consumers.consumers {
+        if c.name == ctx.cfg.consumer_name || c.pending > 0 || (c.idle as u64) < idle_ms {
+            continue;
+        }
+        let removed: i64 = script
+            .key(&ctx.stream)
+            .arg(&ctx.cfg.group)
+            .arg(&c.name)
+            .arg(idle_ms)
+            .invoke_async(conn)
+            .await?;
+        if removed >= 0 {
+            tracing::info!(consumer = %c.name, idle_ms = c.idle, "removed an idle consumer from the group");
         }
     }
     Ok(())

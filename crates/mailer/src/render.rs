@@ -5,7 +5,7 @@
 
 use lettre::{
     Message,
-    message::{Mailbox, MultiPart},
+    message::{Body, Mailbox, MultiPart, header::ContentTransferEncoding},
 };
 
 use crate::event::{EventType, UserEvent};
@@ -79,8 +79,23 @@ pub fn render(
         .from(from.clone())
         .to(to)
         .subject(subject)
-        .multipart(MultiPart::alternative_plain_html(text, html))
+        .multipart(MultiPart::alternative_plain_html(body(text), body(html)))
         .map_err(|e| RenderError::Build(e.to_string()))
+}
+
+/// Plain ASCII with lines within SMTP's 998-octet limit goes as `7bit`, so the link stays intact
+/// and clickable even in the raw `.eml` a developer opens in an editor (lettre would pick
+/// quoted-printable for any line over 76 characters, and the link line always is). Anything else
+/// gets lettre's own choice.
+fn body(text: String) -> Body {
+    if text.is_ascii() && text.lines().all(|l| l.len() <= 998) {
+        Body::dangerous_pre_encoded(
+            text.replace('\n', "\r\n").into_bytes(),
+            ContentTransferEncoding::SevenBit,
+        )
+    } else {
+        Body::new(text)
+    }
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
@@ -105,6 +120,8 @@ fn html_escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            // numeric references keep the HTML part ASCII (and so readable as 7bit)
+            c if !c.is_ascii() => out.push_str(&format!("&#{};", c as u32)),
             c => out.push(c),
         }
     }
@@ -157,6 +174,27 @@ mod tests {
         assert!(raw.contains("Content-Type: text/plain"));
         assert!(raw.contains("Content-Type: text/html"));
         assert!(raw.contains("Subject: Verify your email address"));
+        assert!(
+            raw.contains("https://api.example.com/v1/verify_email?email_id=42&secret_code=abc\r\n"),
+            "the link is readable in the raw message: {raw}"
+        );
+    }
+
+    #[test]
+    fn non_ascii_names_survive_in_both_parts() {
+        let from: Mailbox = "no-reply@example.com".parse().unwrap();
+        let msg = render(
+            "https://api.example.com",
+            &from,
+            &event(EventType::UserCreated, "José Ñandú", "abc"),
+        )
+        .unwrap();
+        let raw = String::from_utf8(msg.formatted()).unwrap();
+        assert!(raw.contains("Jos&#233; &#209;and&#250;"), "{raw}");
+        assert!(
+            raw.contains("Content-Transfer-Encoding: quoted-printable"),
+            "{raw}"
+        );
     }
 
     #[test]

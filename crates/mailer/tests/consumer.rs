@@ -242,6 +242,12 @@ async fn an_smtp_server_that_keeps_rejecting_leads_to_the_dead_letter_stream_aft
         "{text}"
     );
     assert!(metric(&text, "emails_failed_total") >= 3.0, "{text}");
+    // the gauges are refreshed every stats_interval_ms (200 ms here)
+    eventually("the pending gauge", WAIT, || async {
+        let (_, text) = get(&mailer, "/metrics").await;
+        text.contains("mailer_stream_pending ").then_some(())
+    })
+    .await;
     mailer.stop().await.unwrap();
 }
 
@@ -341,6 +347,59 @@ async fn two_replicas_share_the_work_and_together_send_each_email_once() {
     );
     ma.stop().await.unwrap();
     mb.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_consumer_that_is_gone_and_holds_nothing_is_removed_from_the_group() {
+    let redis = TestRedis::new().await;
+    let sink = SmtpSink::start().await;
+    let stream = format!("{}events:users", redis.prefix);
+    {
+        // an old replica (e.g. a previous pod name) that read nothing and went away
+        let mut conn = redis.pool.get().await.unwrap();
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg("mailer")
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(&stream)
+            .arg("mailer")
+            .arg("old-pod")
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let consumers = || async {
+        let mut conn = redis.pool.get().await.unwrap();
+        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&stream)
+            .arg("mailer")
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+        let mut names: Vec<String> = reply.consumers.into_iter().map(|c| c.name).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(consumers().await, vec!["old-pod".to_owned()]);
+
+    let mut cfg = smtp_config(&redis, &sink, "new-pod");
+    cfg.forget_idle_consumer_secs = 1;
+    let mailer = start(cfg).await;
+    eventually("the old consumer to be removed", WAIT, || async {
+        // (whether the live one is listed yet depends on the Redis version: 7.0 adds a consumer
+        // only once it is handed a message)
+        (!consumers().await.contains(&"old-pod".to_owned())).then_some(())
+    })
+    .await;
+    mailer.stop().await.unwrap();
 }
 
 #[tokio::test]

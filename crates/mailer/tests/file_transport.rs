@@ -34,6 +34,11 @@ async fn the_file_transport_writes_an_eml_file_with_the_link() {
     .await;
     let raw = std::fs::read_to_string(&file).unwrap();
     assert!(raw.contains(&format!("<{}>", ev.email)), "{raw}");
+    let link = format!(
+        "{BASE_URL}/v1/verify_email?email_id={}&secret_code={}",
+        ev.email_id, ev.secret_code
+    );
+    assert!(raw.contains(&link), "the link is readable as is: {raw}");
     let (email_id, code) = link_in(&raw);
     assert_eq!(email_id, ev.email_id);
     assert_eq!(code, ev.secret_code);

@@ -406,7 +406,11 @@ pub fn qp_decode(s: &str) -> String {
 
 /// The first verification link in a raw email: (email_id, secret_code as it appears, URL-encoded).
 pub fn link_in(raw: &str) -> (i64, String) {
-    let text = qp_decode(raw);
+    let text = if raw.contains("Content-Transfer-Encoding: quoted-printable") {
+        qp_decode(raw)
+    } else {
+        raw.to_owned()
+    };
     let prefix = format!("{BASE_URL}/v1/verify_email?");
     let start = text
         .find(&prefix)
