@@ -39,6 +39,8 @@ pub async fn serve(
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // google.rpc.{ErrorInfo,BadRequest,...}: lets grpcurl print error details
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .with_service_name("grpc.health.v1.Health");
     for name in service_names {
         reflection = reflection.with_service_name(*name);
@@ -47,6 +49,8 @@ pub async fn serve(
         let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc.{ErrorInfo,BadRequest,...}: lets grpcurl print error details
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("grpc.health.v1.Health");
         for name in service_names {
             b = b.with_service_name(*name);

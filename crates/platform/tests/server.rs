@@ -106,8 +106,15 @@ async fn reflection_lists_the_service() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
+    // grpcurl resolves the error details' types by symbol to print the reason
+    let details = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "google.rpc.ErrorInfo".into(),
+        )),
+    };
     let mut stream = client
-        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .server_reflection_info(tokio_stream::iter(vec![req, details]))
         .await
         .unwrap()
         .into_inner();
