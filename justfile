@@ -12,6 +12,10 @@ test:
 migrate:
     cargo xtask migrate
 
+# Benchmark: ours vs the pgbench ceiling and the naive peer (release build, a few minutes).
+bench:
+    cargo xtask bench
+
 fmt:
     cargo fmt --all
 
