@@ -63,9 +63,11 @@ impl Default for Config {
             public_base_url: "http://localhost:8080".into(),
             from: "Transactions <no-reply@example.com>".into(),
             transport: TransportConfig::default(),
-            max_attempts: 5,
+            // 1 s, 2 s, 4 s … 256 s between tries: an SMTP outage of ~8 minutes is ridden out
+            // before anything is dead-lettered
+            max_attempts: 10,
             backoff_base_ms: 1_000,
-            backoff_max_ms: 60_000,
+            backoff_max_ms: 300_000,
             claim_idle_ms: 60_000,
             read_count: 16,
             block_ms: 2_000,
@@ -306,7 +308,7 @@ impl Config {
         format!("{}events:users:dead", self.redis.key_prefix)
     }
 
-    /// Per-event state: `sending:<token>` (a lease while one consumer sends), `sent` or `dead`.
+    /// Per-event state: `sending:<consumer>:<token>` (a lease while one consumer sends) or `sent`.
     pub fn event_state_key(&self, event_id: &str) -> String {
         format!("{}mailer:event:{event_id}", self.redis.key_prefix)
     }

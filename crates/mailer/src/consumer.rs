@@ -4,14 +4,16 @@
 //! 1. XREADGROUP (new messages) or XAUTOCLAIM (messages another consumer read but did not
 //!    acknowledge within `claim_idle_ms`, i.e. a crashed or stuck replica) hands us an entry.
 //! 2. `SET {prefix}mailer:event:{event_id} sending:<consumer>:<token> NX PX <lease>` takes a lease on
-//!    the event. If the key already says `sent` or `dead`, the event was handled before (a
-//!    redelivery, or the relay published it twice): acknowledge, do not send. If another lease
+//!    the event. If the key already says `sent`, the event was sent before (a redelivery, or the
+//!    relay published it twice): acknowledge, do not send. If another lease
 //!    holds it, leave the message pending; XAUTOCLAIM brings it back after `claim_idle_ms`.
 //! 3. `HINCRBY {prefix}mailer:attempts:{event_id} attempts 1` counts the attempt for all replicas.
 //! 4. Send. On success, one MULTI sets the key to `sent` (TTL `dedupe_ttl_secs`), XACKs and drops
 //!    the counter. On failure the error is stored, the lease released, and after an exponential
-//!    backoff the next attempt starts at 2. After `max_attempts`, one MULTI XADDs the entry with
-//!    its last error to `{prefix}events:users:dead`, sets the key to `dead` and XACKs.
+//!    backoff the next attempt starts at 2 (during the wait, XCLAIM keeps the message ours so no
+//!    other replica takes it over). After `max_attempts`, one MULTI XADDs the entry with its last
+//!    error to `{prefix}events:users:dead`, clears the key and XACKs. Replaying a dead letter is
+//!    XADDing its `event_id`, `event_type` and `payload` back onto the stream.
 //!
 //! # Crash windows (what a crash at each point does)
 //! - After XREADGROUP, before the lease: the message stays pending; another consumer (or this one
@@ -22,15 +24,17 @@
 //!   a crash"). SMTP has no idempotent submit, so no design can close this window.
 //! - After the send, before the `sent` MULTI: same as above: a possible single resend.
 //! - After the MULTI: nothing left to do; the key and the ack were written together.
+//! - After the last failed attempt, before the dead-letter MULTI: the reclaimer finds the counter
+//!   above `max_attempts` and dead-letters with the stored last error, without sending again.
 //! - The SMTP server accepted but its reply was lost (timeout): counted as a failure and retried,
 //!   a possible duplicate.
 //! - The `sent` marker expires (`dedupe_ttl_secs`) before a redelivery of the same event: only
 //!   possible if an entry stays pending, or is re-published, for longer than that window.
 //! - Redis itself loses data (no persistence, failover): the markers and the stream go together.
 //!
-//! While a message waits out its backoff no lease is held, so a consumer that reclaims it meanwhile
-//! may attempt it too; the shared counter keeps the total number of attempts bounded and the
-//! `sent` marker still stops any second send after a success.
+//! While a message waits out its backoff no lease is held; should a consumer reclaim it anyway
+//! (the heartbeat failed), it may attempt it too: the shared counter keeps the total number of
+//! attempts bounded and the `sent` marker still stops any second send after a success.
 
 use std::{
     collections::HashSet,
@@ -152,7 +156,8 @@ pub async fn run(
         stream = %ctx.stream, group = %ctx.cfg.group, consumer = %ctx.cfg.consumer_name,
         "mailer consumer starting"
     );
-    let stats = tokio::spawn(stats_loop(ctx.clone()));
+    // aborted when `run` ends or is dropped (e.g. the task running it is aborted)
+    let _stats = AbortOnDrop(tokio::spawn(stats_loop(ctx.clone())));
 
     let slots = Arc::new(Semaphore::new(ctx.cfg.read_count));
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -251,9 +256,16 @@ pub async fn run(
         );
         tasks.abort_all();
     }
-    stats.abort();
     tracing::info!("mailer consumer stopped");
     Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn redis_retry_delay(failures: u32) -> Duration {
@@ -425,7 +437,7 @@ async fn deliver(ctx: &Ctx, entry: &StreamId, ev: &UserEvent) -> anyhow::Result<
                 .query_async(&mut *conn)
                 .await?;
             match state.as_deref() {
-                Some("sent") | Some("dead") => {
+                Some("sent") => {
                     tracing::info!(state = ?state, "event already handled; acknowledging without sending");
                     metrics::counter!("mailer_events_skipped_total", "reason" => "duplicate")
                         .increment(1);
@@ -530,15 +542,49 @@ async fn deliver(ctx: &Ctx, entry: &StreamId, ev: &UserEvent) -> anyhow::Result<
                 }
                 release_lease(&mut conn, &state_key, &lease).await?;
                 drop(conn);
-                let wait = ctx.cfg.backoff(attempt);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {},
-                    // leave it pending: a consumer picks it up after claim_idle_ms
-                    _ = ctx.shutdown.wait() => return Ok(()),
+                if !wait_backoff(ctx, &entry.id, ctx.cfg.backoff(attempt)).await {
+                    return Ok(()); // shutdown: left pending, a consumer picks it up later
                 }
             }
         }
     }
+}
+
+/// Waits out a backoff while keeping the message ours: every half `claim_idle_ms` an XCLAIM
+/// (JUSTID, min idle 0) resets its idle time, so other replicas do not reclaim a message this
+/// live consumer is merely waiting on. Returns `false` if shutdown started.
+async fn wait_backoff(ctx: &Ctx, id: &str, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    let beat = Duration::from_millis((ctx.cfg.claim_idle_ms / 2).max(1));
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.min(now + beat)) => {},
+            _ = ctx.shutdown.wait() => return false,
+        }
+        if tokio::time::Instant::now() < deadline
+            && let Err(e) = heartbeat(ctx, id).await
+        {
+            tracing::debug!(error = %e, "could not refresh the message's idle time");
+        }
+    }
+}
+
+async fn heartbeat(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let mut conn = ctx.pool.get().await?;
+    let _: Vec<String> = redis::cmd("XCLAIM")
+        .arg(&ctx.stream)
+        .arg(&ctx.cfg.group)
+        .arg(&ctx.cfg.consumer_name)
+        .arg(0)
+        .arg(id)
+        .arg("JUSTID")
+        .query_async(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Deletes the lease only if it is still ours (it may have expired and been taken by another).
@@ -565,8 +611,8 @@ async fn ack(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Moves `entry` to the dead-letter stream with `error`, marks the event `dead` and acknowledges
-/// it, all in one MULTI so a crash cannot leave it half done.
+/// Moves `entry` to the dead-letter stream with `error` and acknowledges it, in one MULTI so a
+/// crash cannot leave it half done.
 async fn dead_letter(
     ctx: &Ctx,
     entry: &StreamId,
@@ -605,11 +651,10 @@ async fn dead_letter(
     }
     pipe.ignore();
     if let Some(id) = event_id {
-        pipe.cmd("SET")
+        // The state key is cleared, not set to a final value: replaying the dead letter (XADD its
+        // fields back onto the stream) must send it, with a fresh attempt count.
+        pipe.cmd("DEL")
             .arg(ctx.cfg.event_state_key(id))
-            .arg("dead")
-            .arg("EX")
-            .arg(ctx.cfg.dedupe_ttl_secs)
             .ignore()
             .cmd("DEL")
             .arg(ctx.cfg.attempts_key(id))

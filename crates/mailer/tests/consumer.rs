@@ -182,6 +182,60 @@ async fn a_mailer_stopped_mid_stream_leaves_nothing_unsent_for_the_next_one() {
 }
 
 #[tokio::test]
+async fn a_message_waiting_out_its_backoff_is_not_taken_over_by_another_replica() {
+    let redis = TestRedis::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reject_next(1);
+    let tuned = |name: &str| {
+        let mut cfg = smtp_config(&redis, &sink, name);
+        cfg.transport.send_timeout_ms = 1_000;
+        cfg.claim_idle_ms = 1_500;
+        cfg.backoff_base_ms = 4_000; // longer than claim_idle_ms
+        cfg.backoff_max_ms = 4_000;
+        cfg
+    };
+    let a = start(tuned("replica-a")).await;
+    let ev = TestEvent::new(1);
+    publish(&redis, "user.created", &ev).await;
+    eventually("the first attempt to be rejected", WAIT, || async {
+        (sink.rejected() == 1).then_some(())
+    })
+    .await;
+    let b = start(tuned("replica-b")).await;
+
+    // for most of the backoff the message stays with replica-a, delivered once
+    let stream = format!("{}events:users", redis.prefix);
+    for _ in 0..25 {
+        let mut conn = redis.pool.get().await.unwrap();
+        let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg("mailer")
+            .arg("-")
+            .arg("+")
+            .arg(10)
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+        if let Some(p) = reply.ids.first() {
+            assert_eq!(p.consumer, "replica-a", "taken over during backoff");
+            assert_eq!(p.times_delivered, 1);
+        }
+        drop(conn);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(got[0].rcpt_to, vec![ev.email.clone()]);
+    eventually("the message to be acknowledged", WAIT, || async {
+        (pending(&redis).await == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.received().len(), 1);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_transient_smtp_failure_is_retried_and_the_email_sent_once() {
     let redis = TestRedis::new().await;
     let sink = SmtpSink::start().await;
@@ -242,6 +296,20 @@ async fn an_smtp_server_that_keeps_rejecting_leads_to_the_dead_letter_stream_aft
         "{text}"
     );
     assert!(metric(&text, "emails_failed_total") >= 3.0, "{text}");
+    // Once SMTP works again, replaying the dead letter (its fields back onto the stream) sends it.
+    sink.reject_next(0);
+    xadd(
+        &redis,
+        &[
+            ("event_id", d["event_id"].as_str()),
+            ("event_type", d["event_type"].as_str()),
+            ("payload", d["payload"].as_str()),
+        ],
+    )
+    .await;
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(got[0].rcpt_to, vec![ev.email.clone()]);
+
     // the gauges are refreshed every stats_interval_ms (200 ms here)
     eventually("the pending gauge", WAIT, || async {
         let (_, text) = get(&mailer, "/metrics").await;
