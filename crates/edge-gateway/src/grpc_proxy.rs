@@ -2,7 +2,7 @@
 //! the upstream serving that package. Frames, metadata and trailers pass through untouched (any call
 //! shape, unary or streaming); only the caller facts are set here, as on the HTTP door.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::HashSet, net::SocketAddr, sync::Arc};
 
 use axum::{
     body::Body,
@@ -13,11 +13,15 @@ use http::HeaderValue;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Service, ServiceExt};
 
-use crate::{client, upstream::Upstreams};
+use crate::{client, ratelimit::RateLimiter, upstream::Upstreams};
 
 pub struct Proxy {
     pub upstreams: Upstreams,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The same per-IP limit as on the HTTP door, so the gRPC door is no way around it.
+    pub limiter: Arc<RateLimiter>,
+    /// Rate-limited RPCs by gRPC path (`/transactions.auth.v1.AuthService/LoginUser`).
+    pub rate_limited_paths: HashSet<String>,
 }
 
 /// An axum router whose fallback is the proxy; health and reflection are added by the caller.
@@ -47,6 +51,19 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         .map(|a: SocketAddr| a.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let ip = client::client_ip(peer, &parts.headers, &proxy.trusted_proxies);
+    if proxy.rate_limited_paths.contains(parts.uri.path())
+        && let Err(wait) = proxy.limiter.check(ip)
+    {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let status = platform::ApiError::new(
+            tonic::Code::ResourceExhausted,
+            "rate_limited",
+            "too many requests from this address; retry later",
+        )
+        .with_retry_after(secs)
+        .into_status();
+        return status_response(status);
+    }
     // the caller facts are the gateway's to state, never the client's
     parts.headers.remove(platform::caller::CLIENT_IP);
     parts.headers.remove(platform::caller::CLIENT_USER_AGENT);

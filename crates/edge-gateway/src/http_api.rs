@@ -35,7 +35,7 @@ use crate::{
 pub struct Gateway {
     pub table: RouteTable,
     pub upstreams: Upstreams,
-    pub limiter: RateLimiter,
+    pub limiter: Arc<RateLimiter>,
     pub rate_limited: HashSet<String>,
     pub in_flight: Semaphore,
     pub body_limit_bytes: usize,
@@ -44,15 +44,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(cfg: &Config, table: RouteTable, upstreams: Upstreams) -> Self {
+    pub fn new(
+        cfg: &Config,
+        table: RouteTable,
+        upstreams: Upstreams,
+        limiter: Arc<RateLimiter>,
+    ) -> Self {
         Self {
             table,
             upstreams,
-            limiter: RateLimiter::new(
-                cfg.rate_limit.per_ip_per_minute,
-                cfg.rate_limit.burst,
-                cfg.rate_limit.max_tracked_ips,
-            ),
+            limiter,
             rate_limited: cfg.rate_limit.methods.iter().cloned().collect(),
             in_flight: Semaphore::new(cfg.limits.concurrency_limit.max(1)),
             body_limit_bytes: cfg.limits.body_limit_bytes,

@@ -127,14 +127,15 @@ impl RouteTable {
 
     /// The gRPC service names that have at least one route, in descriptor order.
     pub fn services(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
-        for r in self.routes.iter() {
-            let name = r.rpc.parent_service().full_name().to_owned();
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-        names
+        self.pool
+            .services()
+            .filter(|s| {
+                self.routes
+                    .iter()
+                    .any(|r| r.rpc.parent_service().full_name() == s.full_name())
+            })
+            .map(|s| s.full_name().to_owned())
+            .collect()
     }
 }
 

@@ -14,6 +14,7 @@ use crate::{
     grpc_proxy::{self, Proxy},
     http_api::{self, Gateway},
     openapi,
+    ratelimit::RateLimiter,
     routes::RouteTable,
     upstream::Upstreams,
 };
@@ -32,10 +33,24 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         "routes built from the descriptor set"
     );
 
-    let router = http_router(&cfg, table, upstreams.clone());
+    // one limiter for both doors: an IP's budget is the same over HTTP and gRPC
+    let limiter = Arc::new(RateLimiter::new(
+        cfg.rate_limit.per_ip_per_minute,
+        cfg.rate_limit.burst,
+        cfg.rate_limit.max_tracked_ips,
+    ));
+    let rate_limited_paths = table
+        .routes
+        .iter()
+        .filter(|r| cfg.rate_limit.methods.iter().any(|m| m == r.full_name()))
+        .map(|r| r.grpc_path.clone())
+        .collect();
+    let router = http_router(&cfg, table, upstreams.clone(), limiter.clone());
     let proxy = Arc::new(Proxy {
         upstreams,
         trusted_proxies: cfg.trusted_proxies.clone(),
+        limiter,
+        rate_limited_paths,
     });
     let routes = tonic::service::Routes::from(grpc_proxy::router(proxy));
     let names: Vec<&str> = services.iter().map(String::as_str).collect();
@@ -66,12 +81,17 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
 }
 
 /// The public HTTP router: health, metrics, OpenAPI, Swagger UI, and every API route as fallback.
-pub fn http_router(cfg: &Config, table: RouteTable, upstreams: Upstreams) -> Router {
+pub fn http_router(
+    cfg: &Config,
+    table: RouteTable,
+    upstreams: Upstreams,
+    limiter: Arc<RateLimiter>,
+) -> Router {
     // install the Prometheus recorder before the first request counts anything
     let _ = platform::http::metrics_handle();
     let document = openapi::document(&table, &cfg.public_base_url);
     let readiness = readiness(&upstreams);
-    let gateway = Arc::new(Gateway::new(cfg, table, upstreams));
+    let gateway = Arc::new(Gateway::new(cfg, table, upstreams, limiter));
     let api = Router::new().fallback(http_api::handle).with_state(gateway);
     platform::http::router(readiness)
         .merge(Router::from(

@@ -380,6 +380,53 @@ async fn credential_rpcs_are_rate_limited_per_ip_with_retry_after() {
     assert!((1..=60).contains(&retry));
     // other RPCs are not limited
     assert_eq!(m.send(m.http.get(m.url("/v1/users/bob"))).await.0, 200);
+    // the gRPC door shares the budget: it is no way around the limit
+    let channel = test_support::channel(m.gateway.grpc_addr).await;
+    let mut client = proto::auth::v1::auth_service_client::AuthServiceClient::new(channel);
+    let status = client
+        .login_user(pb::LoginUserRequest {
+            username: "alice".into(),
+            password: "right".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        platform::error::reason_of(&status).as_deref(),
+        Some("rate_limited")
+    );
+}
+
+#[tokio::test]
+async fn beyond_the_concurrency_limit_requests_are_refused_at_once_with_503() {
+    let m = Mesh::start(|c| {
+        c.limits.concurrency_limit = 1;
+        c.limits.request_timeout_ms = 20_000;
+    })
+    .await;
+    let slow = {
+        let req = m
+            .http
+            .post(m.url("/v1/sessions"))
+            .json(&json!({"username": "slow", "password": "right"}));
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    // while the slow call (5 s upstream) holds the only slot, others are refused
+    let mut refused = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, headers, body) = m.send(m.http.get(m.url("/v1/users/bob"))).await;
+        if status == 503 {
+            refused = Some((headers, body));
+            break;
+        }
+    }
+    let (headers, body) = refused.expect("no request was refused while the slot was taken");
+    assert_eq!(reason(&body), "gateway_overloaded");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(slow.await.unwrap(), 200);
+    // the slot is free again
+    assert_eq!(m.send(m.http.get(m.url("/v1/users/bob"))).await.0, 200);
 }
 
 #[tokio::test]
