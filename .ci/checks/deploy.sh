@@ -54,6 +54,8 @@ run "compose and image test" sh -c "docker-compose -f docker-compose.yml --profi
 
 # --- Helm chart -------------------------------------------------------------------------------
 run "helm lint (default values)" helm lint --strict "$CHART"
+run "values schema rejects a misspelt service" \
+  sh -c "! helm template txn '$CHART' --set services.transfer.enabled=true >/dev/null 2>&1"
 run "helm lint (production values)" helm lint --strict "$CHART" -f "$CHART/values-production.yaml"
 mkdir -p "$work/default" "$work/production"
 run "helm template (default values)" \
