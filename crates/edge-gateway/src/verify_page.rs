@@ -32,6 +32,13 @@ pub fn page(result: &Result<Vec<u8>, GatewayError>) -> Response {
             "This verification link has expired. Log in and ask for a new verification email."
                 .to_owned(),
         ),
+        Err(e) if e.reason.ends_with("_used") => (
+            e.http_status(),
+            "Link already used",
+            "This verification link has been used already. If you opened it before, your address \
+             is verified; otherwise log in and ask for a new verification email."
+                .to_owned(),
+        ),
         Err(e) if e.http_status().is_server_error() => (
             e.http_status(),
             "Try again later",
@@ -80,6 +87,8 @@ mod tests {
         let (_, t) = text(page(&Err(expired))).await;
         assert!(t.contains("Link expired"));
         let invalid = GatewayError::new(tonic::Code::NotFound, "verification_not_found", "no");
+        let used = GatewayError::new(tonic::Code::FailedPrecondition, "verification_used", "x");
+        assert!(text(page(&Err(used))).await.1.contains("already used"));
         let (s, t) = text(page(&Err(invalid))).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(t.contains("Invalid link"));

@@ -126,7 +126,8 @@ impl Mesh {
             .insert("accounts".into(), format!("http://{closed_addr}"));
         cfg.upstreams
             .insert("transfers".into(), format!("http://{closed_addr}"));
-        cfg.limits.request_timeout_ms = 1_500;
+        // generous on a loaded machine; the timeout test sets its own
+        cfg.limits.request_timeout_ms = 20_000;
         cfg.rate_limit.per_ip_per_minute = 0;
         tune(&mut cfg);
         let gateway = test_support::spawn(move |l, s| edge_gateway::startup::run(cfg, l, s)).await;
@@ -287,7 +288,11 @@ async fn upstream_errors_keep_status_reason_and_field_violations() {
 
 #[tokio::test]
 async fn gateway_errors_are_json_with_their_own_status() {
-    let m = Mesh::start(|c| c.limits.body_limit_bytes = 1024).await;
+    let m = Mesh::start(|c| {
+        c.limits.body_limit_bytes = 1024;
+        c.limits.request_timeout_ms = 1_500;
+    })
+    .await;
     // unknown route
     let (status, _, body) = m.send(m.http.get(m.url("/v1/nothing"))).await;
     assert_eq!(status, 404);
