@@ -17,6 +17,39 @@ pub struct Config {
     /// Moving money out of an account needs a verified email (the token's `email_verified`).
     pub require_verified_email: bool,
     pub idempotency: IdempotencyConfig,
+    pub batch: BatchConfig,
+}
+
+/// Group commit: concurrent money movements are collected and applied by one SQL call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatchConfig {
+    /// Queue requests and apply them in batches. Off: each request is applied at once as a batch
+    /// of one (the same SQL path).
+    pub enabled: bool,
+    /// Most requests in one batch (1..=1000).
+    pub max_size: usize,
+    /// How long a batch waits for more requests after its first one, in microseconds
+    /// (0..=1_000_000; 0 takes only what is already queued).
+    pub window_us: u64,
+    /// Requests waiting for a batch at most; when full, new ones are refused at once with
+    /// UNAVAILABLE `transfer_queue_full` (1..=100_000).
+    pub queue_capacity: usize,
+    /// Batches running against the database at once (1..=64; keep below
+    /// `database.max_connections`).
+    pub max_in_flight: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_size: 256,
+            window_us: 1_000,
+            queue_capacity: 4_096,
+            max_in_flight: 4,
+        }
+    }
 }
 
 /// How long idempotency keys are kept, and the bounded cleanup of older ones.
@@ -52,6 +85,7 @@ impl Default for Config {
             max_transfer_amount: 100_000_000,
             require_verified_email: true,
             idempotency: IdempotencyConfig::default(),
+            batch: BatchConfig::default(),
         }
     }
 }
@@ -70,6 +104,23 @@ impl Config {
         anyhow::ensure!(
             self.idempotency.cleanup_batch > 0 && self.idempotency.cleanup_interval_secs > 0,
             "idempotency.cleanup_batch and cleanup_interval_secs must be positive"
+        );
+        let b = &self.batch;
+        anyhow::ensure!(
+            (1..=1_000).contains(&b.max_size),
+            "batch.max_size must be between 1 and 1000"
+        );
+        anyhow::ensure!(
+            b.window_us <= 1_000_000,
+            "batch.window_us must be at most 1000000 (1 s)"
+        );
+        anyhow::ensure!(
+            (1..=100_000).contains(&b.queue_capacity),
+            "batch.queue_capacity must be between 1 and 100000"
+        );
+        anyhow::ensure!(
+            (1..=64).contains(&b.max_in_flight),
+            "batch.max_in_flight must be between 1 and 64"
         );
         Ok(())
     }

@@ -27,6 +27,8 @@ pub struct TransfersApi {
     pub currencies: Currencies,
     pub max_transfer_amount: i64,
     pub require_verified_email: bool,
+    /// The server's per-request timeout: a request still queued after it is not applied.
+    pub request_timeout: std::time::Duration,
 }
 
 impl TransfersApi {
@@ -45,7 +47,14 @@ impl TransfersApi {
         parsed: Result<Command, ApiError>,
     ) -> RpcResult<TransferResult> {
         let cmd = parsed.inspect_err(|e| ledger::record_refusal(kind, e.reason))?;
-        let outcome = self.ledger.apply(&cmd).await.map_err(ApiError::from)?;
+        // The client's grpc-timeout is enforced by the server dropping this future, which the
+        // batcher sees (the answer channel closes); the server's own timeout is checked here too.
+        let deadline = std::time::Instant::now() + self.request_timeout;
+        let outcome = self
+            .ledger
+            .apply(cmd, Some(deadline))
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(result_to_proto(outcome)))
     }
 

@@ -1,14 +1,22 @@
-//! The one path by which money moves: [`Ledger::apply`] → one call of the SQL function
-//! `ledger.transfer` (migrations/20261125000200_ledger_functions.up.sql).
-//!
-//! Every money movement (transfer, deposit, withdrawal) goes through here, so batching several
-//! commands into one round trip (group commit) can later be added inside `apply` alone.
+//! The one path by which money moves: [`Ledger::apply`] → the batcher ([`crate::batch`]) → one
+//! call of the SQL function `ledger.transfer_batch`
+//! (migrations/20261125000300_ledger_transfer_batch.up.sql) for a whole batch.
+
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tokio::sync::{
+    mpsc::{self, error::TrySendError},
+    oneshot,
+};
 
-use crate::domain::{AccountId, Amount, Currency, LedgerError};
+use crate::{
+    batch::{self, Executor, Pending},
+    config::BatchConfig,
+    domain::{AccountId, Amount, Currency, LedgerError},
+};
 
 /// What kind of movement; the `kind` column of `ledger.transfers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +71,7 @@ impl Command {
     }
 }
 
-/// The row `ledger.transfer` returns: the transfer, both entries, and whether it is a replay.
+/// One movement's answer: the transfer, both entries, and whether it is a replay.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Outcome {
     pub transfer_id: i64,
@@ -86,7 +94,7 @@ pub struct Outcome {
 impl Outcome {
     /// The second half of the pair assertions made in SQL: two entries summing to zero, the
     /// debit on the source, and a customer source never below zero.
-    fn check(&self) -> Result<(), LedgerError> {
+    pub(crate) fn check(&self) -> Result<(), LedgerError> {
         let broken = |what: &str| {
             Err(LedgerError::Invariant(format!(
                 "transfer {}: {what}",
@@ -106,44 +114,54 @@ impl Outcome {
     }
 }
 
-/// The ledger's write side.
+/// The ledger's write side: every money movement is queued for the batcher (see
+/// [`crate::batch`]) and applied by one call of `ledger.transfer_batch` together with whatever
+/// else arrived in the same window. With `batch.enabled = false` each request is applied at once
+/// as a batch of one, through the same code.
 #[derive(Clone)]
 pub struct Ledger {
-    db: PgPool,
-    max_transfer_amount: i64,
+    exec: Executor,
+    queue: Option<mpsc::Sender<Pending>>,
 }
 
 impl Ledger {
-    pub fn new(db: PgPool, max_transfer_amount: i64) -> Self {
-        Self {
-            db,
-            max_transfer_amount,
-        }
+    /// Starts the batcher task (when enabled); call inside the Tokio runtime.
+    pub fn new(db: PgPool, max_transfer_amount: i64, batch: &BatchConfig) -> Self {
+        let exec = Executor::new(db, max_transfer_amount);
+        let queue = batch.enabled.then(|| batch::start(exec.clone(), batch));
+        Self { exec, queue }
     }
 
-    /// Applies one command in one statement (one round trip; see the SQL function for why) and
-    /// records the outcome in metrics.
-    pub async fn apply(&self, cmd: &Command) -> Result<Outcome, LedgerError> {
-        let hash = cmd.idempotency_key.as_ref().map(|_| cmd.request_hash());
-        let result = sqlx::query_as::<_, Outcome>(
-            "SELECT * FROM ledger.transfer($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&cmd.username)
-        .bind(cmd.kind.as_str())
-        .bind(cmd.from.map(AccountId::get))
-        .bind(cmd.to.map(AccountId::get))
-        .bind(cmd.amount.get())
-        .bind(cmd.currency.as_str())
-        .bind(self.max_transfer_amount)
-        .bind(cmd.idempotency_key.as_deref())
-        .bind(hash)
-        .fetch_one(&self.db)
-        .await
-        .map_err(LedgerError::from_db)
-        .and_then(|outcome| outcome.check().map(|()| outcome));
-        record(cmd, &result);
-        result
+    /// Applies one command and answers with its own outcome. `deadline`: if it passes while the
+    /// command waits in the queue, the command is not applied (`deadline_exceeded`).
+    pub async fn apply(
+        &self,
+        cmd: Command,
+        deadline: Option<Instant>,
+    ) -> Result<Outcome, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            cmd,
+            deadline,
+            enqueued: Instant::now(),
+            reply,
+        };
+        match &self.queue {
+            Some(queue) => match queue.try_send(pending) {
+                Ok(()) => {}
+                Err(TrySendError::Full(p)) => return refuse(p, LedgerError::QueueFull),
+                Err(TrySendError::Closed(p)) => return refuse(p, LedgerError::Unavailable),
+            },
+            None => self.exec.run(vec![pending]).await,
+        }
+        answer.await.unwrap_or(Err(LedgerError::Unavailable))
     }
+}
+
+fn refuse(p: Pending, e: LedgerError) -> Result<Outcome, LedgerError> {
+    let result = Err(e);
+    record(&p.cmd, &result);
+    result
 }
 
 /// Counts a request refused before it reached the ledger (bad input, not allowed).
@@ -151,7 +169,7 @@ pub fn record_refusal(kind: Kind, reason: &'static str) {
     metrics::counter!("transfers_total", "outcome" => reason, "kind" => kind.as_str()).increment(1);
 }
 
-fn record(cmd: &Command, result: &Result<Outcome, LedgerError>) {
+pub(crate) fn record(cmd: &Command, result: &Result<Outcome, LedgerError>) {
     let outcome = match result {
         Ok(o) if o.replayed => {
             metrics::counter!("idempotent_replays_total").increment(1);

@@ -1,8 +1,10 @@
 //! The ledger: transfers, entries, balances, idempotency, reconciliation.
 //!
 //! The path of a money movement: `grpc.rs` (parse, authorise) → [`ledger::Ledger::apply`] → the
-//! SQL function `ledger.transfer` (one statement, one round trip).
+//! batcher ([`batch`]) → the SQL function `ledger.transfer_batch` (one statement, one round trip,
+//! one transaction for every request in the batch).
 
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod domain;

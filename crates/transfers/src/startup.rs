@@ -34,11 +34,12 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     ));
     let api = TransfersApi {
         db: db.clone(),
-        ledger: Ledger::new(db.clone(), cfg.max_transfer_amount),
+        ledger: Ledger::new(db.clone(), cfg.max_transfer_amount, &cfg.batch),
         tokens,
         currencies,
         max_transfer_amount: cfg.max_transfer_amount,
         require_verified_email: cfg.require_verified_email,
+        request_timeout: Duration::from_millis(cfg.server.request_timeout_ms),
     };
     let routes = tonic::service::Routes::new(TransfersServiceServer::new(api));
     let readiness = Readiness::new().postgres(db.clone());

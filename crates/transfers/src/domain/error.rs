@@ -30,6 +30,19 @@ pub enum LedgerError {
     /// still safe to retry.
     #[error("conflict")]
     Conflict,
+    /// The batch queue is full: refused at once instead of queueing without end.
+    #[error("transfer_queue_full")]
+    QueueFull,
+    /// The request's deadline passed while it waited in the queue; it was not applied.
+    #[error("deadline_exceeded")]
+    DeadlineExceeded,
+    /// The batcher is gone (the service is shutting down); nothing was applied.
+    #[error("ledger_unavailable")]
+    Unavailable,
+    /// The connection failed while a batch was in flight, so whether it committed is unknown.
+    /// Requests with an idempotency key are retried automatically; others get this answer.
+    #[error("outcome_unknown")]
+    OutcomeUnknown,
     #[error(transparent)]
     Database(sqlx::Error),
     /// The database answered something that breaks a ledger invariant.
@@ -46,24 +59,43 @@ impl LedgerError {
             return Self::Database(e);
         };
         match db.code().as_deref() {
-            Some(LEDGER_SQLSTATE) => match db.message() {
-                "account_not_found" => Self::AccountNotFound,
-                "not_account_owner" => Self::NotAccountOwner,
-                "same_account" => Self::SameAccount,
-                "currency_mismatch" => Self::CurrencyMismatch,
-                "account_frozen" => Self::AccountFrozen,
-                "insufficient_funds" => Self::InsufficientFunds,
-                "amount_over_limit" => Self::AmountOverLimit,
-                "invalid_amount" => Self::InvalidAmount,
-                "idempotency_key_reused" => Self::IdempotencyKeyReused,
-                other => Self::Invariant(format!("unknown ledger failure `{other}`")),
-            },
+            Some(LEDGER_SQLSTATE) => Self::from_reason(db.message()),
             // unique_violation on ledger.idempotency_keys' primary key
             Some("23505") if db.constraint() == Some("idempotency_keys_pkey") => {
                 Self::IdempotencyConflict
             }
             Some("40P01" | "40001") => Self::Conflict,
             _ => Self::Database(e),
+        }
+    }
+
+    /// A business failure reported by the ledger's SQL by its reason.
+    pub fn from_reason(reason: &str) -> Self {
+        match reason {
+            "account_not_found" => Self::AccountNotFound,
+            "not_account_owner" => Self::NotAccountOwner,
+            "same_account" => Self::SameAccount,
+            "currency_mismatch" => Self::CurrencyMismatch,
+            "account_frozen" => Self::AccountFrozen,
+            "insufficient_funds" => Self::InsufficientFunds,
+            "amount_over_limit" => Self::AmountOverLimit,
+            "invalid_amount" => Self::InvalidAmount,
+            "idempotency_key_reused" => Self::IdempotencyKeyReused,
+            other => Self::Invariant(format!("unknown ledger failure `{other}`")),
+        }
+    }
+
+    /// True when the failed call certainly moved no money: the database reported the error (so
+    /// the statement, and with it its implicit transaction, was rolled back) or no connection
+    /// was ever used. False when a connection broke mid-call and a commit may have happened.
+    pub fn certainly_not_applied(&self) -> bool {
+        match self {
+            Self::Database(e) => {
+                e.as_database_error().is_some()
+                    || matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+            }
+            Self::Conflict | Self::IdempotencyConflict => true,
+            _ => false,
         }
     }
 
@@ -81,6 +113,10 @@ impl LedgerError {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::IdempotencyConflict => "idempotency_conflict",
             Self::Conflict => "conflict",
+            Self::QueueFull => "transfer_queue_full",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::Unavailable => "ledger_unavailable",
+            Self::OutcomeUnknown => "outcome_unknown",
             Self::Database(_) => "database_error",
             Self::Invariant(_) => "invariant_broken",
         }
@@ -132,6 +168,25 @@ impl From<LedgerError> for ApiError {
                 tonic::Code::Aborted,
                 reason,
                 "a concurrent request conflicted; retry with the same idempotency key",
+            ),
+            LedgerError::QueueFull => ApiError::unavailable(
+                reason,
+                "too many transfers are waiting; retry shortly with the same idempotency key",
+            )
+            .with_retry_after(1),
+            LedgerError::DeadlineExceeded => ApiError::new(
+                tonic::Code::DeadlineExceeded,
+                reason,
+                "the request's deadline passed before it was applied; nothing was moved",
+            ),
+            LedgerError::Unavailable => ApiError::unavailable(
+                reason,
+                "the service is shutting down; nothing was moved, retry",
+            ),
+            LedgerError::OutcomeUnknown => ApiError::unavailable(
+                reason,
+                "the database connection failed; the transfer may or may not have been applied \
+                 (send an idempotency key to retry safely)",
             ),
             LedgerError::Database(e) => ApiError::from(e),
             LedgerError::Invariant(what) => ApiError::internal(what),

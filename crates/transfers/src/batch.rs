@@ -1,0 +1,275 @@
+//! Group commit: concurrent money movements are collected into batches and each batch is applied
+//! by ONE call of `ledger.transfer_batch` (one statement, one round trip, one transaction).
+//!
+//! Why: on a hot account every transfer in its own transaction waits for the previous one's row
+//! lock and leaves a dead row version behind; a batch locks, updates and commits the row once.
+//!
+//! The flow: [`crate::ledger::Ledger::apply`] puts a [`Pending`] on a bounded queue (full →
+//! `transfer_queue_full` at once) and awaits its own oneshot answer. The collector task takes
+//! the first waiting request, then more for at most `batch.window_us` or until `batch.max_size`,
+//! waits for one of `batch.max_in_flight` slots, and hands the batch to [`Executor::run`]:
+//! - requests whose caller is gone (deadline hit, cancelled) or whose deadline passed are
+//!   answered `deadline_exceeded` and not applied;
+//! - the rest go to the database in arrival order; each gets its own result (one transfer's
+//!   insufficient funds does not fail the others);
+//! - if the call itself fails (not a business failure), the whole batch was rolled back (the
+//!   database reported it) and its requests are retried one by one, each caller answered from
+//!   its own retry. If the connection broke so that a commit may have happened, only requests
+//!   with an idempotency key are retried (a replay is safe); the others get `outcome_unknown`.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    time::Instant as TokioInstant,
+};
+
+use crate::{
+    config::BatchConfig,
+    domain::{AccountId, LedgerError},
+    ledger::{Command, Outcome, record},
+};
+
+/// A queued request and where its answer goes.
+pub struct Pending {
+    pub cmd: Command,
+    /// Not applied once this has passed.
+    pub deadline: Option<std::time::Instant>,
+    pub enqueued: std::time::Instant,
+    pub reply: oneshot::Sender<Result<Outcome, LedgerError>>,
+}
+
+/// Starts the collector task; returns the queue's sending side. The task ends when every
+/// sender is dropped (the service stopped), after the batches in flight finish.
+pub(crate) fn start(exec: Executor, cfg: &BatchConfig) -> mpsc::Sender<Pending> {
+    let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+    tokio::spawn(collect(rx, exec, cfg.clone()));
+    tx
+}
+
+async fn collect(mut rx: mpsc::Receiver<Pending>, exec: Executor, cfg: BatchConfig) {
+    let window = Duration::from_micros(cfg.window_us);
+    let max = cfg.max_size;
+    let slots = Arc::new(Semaphore::new(cfg.max_in_flight));
+    loop {
+        let mut batch = Vec::with_capacity(max);
+        if rx.recv_many(&mut batch, max).await == 0 {
+            return; // every sender is gone
+        }
+        let until = TokioInstant::now() + window;
+        while batch.len() < max {
+            let room = max - batch.len();
+            match tokio::time::timeout_at(until, rx.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        // requests that arrived while every slot was busy join this batch
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let exec = exec.clone();
+        tokio::spawn(async move {
+            exec.run(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Applies batches: the one place that calls `ledger.transfer_batch`.
+#[derive(Clone)]
+pub struct Executor {
+    db: PgPool,
+    max_transfer_amount: i64,
+}
+
+impl Executor {
+    pub fn new(db: PgPool, max_transfer_amount: i64) -> Self {
+        Self {
+            db,
+            max_transfer_amount,
+        }
+    }
+
+    /// Applies a batch and answers every request in it (see the module docs).
+    pub async fn run(&self, items: Vec<Pending>) {
+        let now = std::time::Instant::now();
+        let mut live: Vec<Pending> = Vec::with_capacity(items.len());
+        for p in items {
+            if p.reply.is_closed() || p.deadline.is_some_and(|d| d <= now) {
+                answer(p, Err(LedgerError::DeadlineExceeded));
+            } else {
+                metrics::histogram!("transfer_queue_wait_seconds")
+                    .record(now.duration_since(p.enqueued).as_secs_f64());
+                live.push(p);
+            }
+        }
+        if live.is_empty() {
+            return;
+        }
+        metrics::histogram!("transfer_batch_size").record(live.len() as f64);
+        let started = std::time::Instant::now();
+        let result = {
+            let cmds: Vec<&Command> = live.iter().map(|p| &p.cmd).collect();
+            self.call(&cmds).await
+        };
+        metrics::histogram!("transfer_batch_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(results) => {
+                for (p, r) in live.into_iter().zip(results) {
+                    answer(p, r);
+                }
+            }
+            Err(e) if live.len() == 1 => {
+                if let Some(p) = live.pop() {
+                    answer(p, Err(e));
+                }
+            }
+            Err(e) => {
+                let rolled_back = e.certainly_not_applied();
+                tracing::warn!(
+                    error = %e,
+                    size = live.len(),
+                    rolled_back,
+                    "batch failed; retrying its transfers one by one"
+                );
+                metrics::counter!("transfer_batch_failures_total").increment(1);
+                for p in live {
+                    if !rolled_back && p.cmd.idempotency_key.is_none() {
+                        answer(p, Err(LedgerError::OutcomeUnknown));
+                        continue;
+                    }
+                    let r = self
+                        .call(&[&p.cmd])
+                        .await
+                        .and_then(|v| v.into_iter().next().unwrap_or(Err(missing(0))));
+                    answer(p, r);
+                }
+            }
+        }
+    }
+
+    /// One call of `ledger.transfer_batch`: `Ok` with each command's own result, in order, or
+    /// `Err` when the whole call failed (nothing of it committed if the database reported it).
+    async fn call(
+        &self,
+        cmds: &[&Command],
+    ) -> Result<Vec<Result<Outcome, LedgerError>>, LedgerError> {
+        let id = |a: Option<AccountId>| a.map(AccountId::get);
+        let rows = sqlx::query_as::<_, BatchRow>(
+            "SELECT * FROM ledger.transfer_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(cmds.iter().map(|c| c.username.as_str()).collect::<Vec<_>>())
+        .bind(cmds.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
+        .bind(cmds.iter().map(|c| id(c.from)).collect::<Vec<_>>())
+        .bind(cmds.iter().map(|c| id(c.to)).collect::<Vec<_>>())
+        .bind(cmds.iter().map(|c| c.amount.get()).collect::<Vec<_>>())
+        .bind(cmds.iter().map(|c| c.currency.as_str()).collect::<Vec<_>>())
+        .bind(self.max_transfer_amount)
+        .bind(
+            cmds.iter()
+                .map(|c| c.idempotency_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            cmds.iter()
+                .map(|c| c.idempotency_key.as_ref().map(|_| c.request_hash()))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&self.db)
+        .await
+        .map_err(LedgerError::from_db)?;
+        let mut results: Vec<Option<Result<Outcome, LedgerError>>> =
+            (0..cmds.len()).map(|_| None).collect();
+        for row in rows {
+            let slot = usize::try_from(row.idx)
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| results.get_mut(i));
+            match slot {
+                Some(slot) => *slot = Some(row.into_result()),
+                None => {
+                    return Err(LedgerError::Invariant(format!(
+                        "transfer_batch answered item {} of {}",
+                        row.idx,
+                        cmds.len()
+                    )));
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.unwrap_or_else(|| Err(missing(i))))
+            .collect())
+    }
+}
+
+fn missing(i: usize) -> LedgerError {
+    LedgerError::Invariant(format!("transfer_batch gave no answer for item {}", i + 1))
+}
+
+fn answer(p: Pending, result: Result<Outcome, LedgerError>) {
+    record(&p.cmd, &result);
+    // the caller may have gone (timeout, cancelled); the outcome is recorded all the same
+    let _ = p.reply.send(result);
+}
+
+/// One row of `ledger.transfer_batch`: item `idx` (1-based) failed with `error`, or the outcome.
+#[derive(Debug, sqlx::FromRow)]
+struct BatchRow {
+    idx: i32,
+    error: Option<String>,
+    transfer_id: Option<i64>,
+    from_account_id: Option<i64>,
+    to_account_id: Option<i64>,
+    amount: Option<i64>,
+    currency: Option<String>,
+    kind: Option<String>,
+    created_by: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    from_entry_id: Option<i64>,
+    from_entry_amount: Option<i64>,
+    from_balance_after: Option<i64>,
+    to_entry_id: Option<i64>,
+    to_entry_amount: Option<i64>,
+    to_balance_after: Option<i64>,
+    replayed: Option<bool>,
+}
+
+impl BatchRow {
+    fn into_result(self) -> Result<Outcome, LedgerError> {
+        if let Some(reason) = self.error {
+            return Err(LedgerError::from_reason(&reason));
+        }
+        let idx = self.idx;
+        let need = || LedgerError::Invariant(format!("transfer_batch item {idx}: missing column"));
+        let outcome = Outcome {
+            transfer_id: self.transfer_id.ok_or_else(need)?,
+            from_account_id: self.from_account_id.ok_or_else(need)?,
+            to_account_id: self.to_account_id.ok_or_else(need)?,
+            amount: self.amount.ok_or_else(need)?,
+            currency: self.currency.ok_or_else(need)?,
+            kind: self.kind.ok_or_else(need)?,
+            created_by: self.created_by.ok_or_else(need)?,
+            created_at: self.created_at.ok_or_else(need)?,
+            from_entry_id: self.from_entry_id.ok_or_else(need)?,
+            from_entry_amount: self.from_entry_amount.ok_or_else(need)?,
+            from_balance_after: self.from_balance_after.ok_or_else(need)?,
+            to_entry_id: self.to_entry_id.ok_or_else(need)?,
+            to_entry_amount: self.to_entry_amount.ok_or_else(need)?,
+            to_balance_after: self.to_balance_after.ok_or_else(need)?,
+            replayed: self.replayed.ok_or_else(need)?,
+        };
+        outcome.check().map(|()| outcome)
+    }
+}
