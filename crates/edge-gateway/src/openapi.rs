@@ -77,11 +77,12 @@ pub fn document(table: &RouteTable, public_base_url: &str) -> Value {
 fn operation(route: &Route, schemas: &mut Schemas, op_ids: &mut BTreeSet<String>) -> Value {
     let rpc = &route.rpc;
     let service = rpc.parent_service();
-    let mut id = format!("{}_{}", service.name(), rpc.name());
-    let mut n = 2;
+    let mut id = match route.binding {
+        0 => format!("{}_{}", service.name(), rpc.name()),
+        n => format!("{}_{}{}", service.name(), rpc.name(), n + 1),
+    };
     while !op_ids.insert(id.clone()) {
-        id = format!("{}_{}{n}", service.name(), rpc.name());
-        n += 1;
+        id.push('_');
     }
     let description = comment(&rpc.parent_file(), rpc.path()).unwrap_or_default();
     let summary = description.lines().next().unwrap_or(rpc.name()).to_owned();

@@ -33,6 +33,8 @@ pub struct Route {
     pub grpc_path: String,
     /// The proto package, which picks the upstream.
     pub package: String,
+    /// 0 for the rule itself, 1.. for its `additional_bindings` in order.
+    pub binding: usize,
 }
 
 impl Route {
@@ -96,7 +98,7 @@ impl RouteTable {
                         why: e.to_string(),
                     }
                 })?;
-                add_rule(&mut routes, &rpc, &rule, true)?;
+                add_rule(&mut routes, &rpc, &rule, 0)?;
             }
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.template.specificity()));
@@ -143,7 +145,7 @@ fn add_rule(
     routes: &mut Vec<Route>,
     rpc: &MethodDescriptor,
     rule: &HttpRule,
-    top_level: bool,
+    binding: usize,
 ) -> Result<(), RouteError> {
     let bad = |why: &str| RouteError::Rule {
         rpc: rpc.full_name().to_owned(),
@@ -200,10 +202,12 @@ fn add_rule(
         rpc: rpc.clone(),
         grpc_path: format!("/{}/{}", service.full_name(), rpc.name()),
         package: service.package_name().to_owned(),
+        binding,
     });
-    if top_level {
-        for extra in &rule.additional_bindings {
-            add_rule(routes, rpc, extra, false)?;
+    // additional bindings do not nest (google/api/http.proto)
+    if binding == 0 {
+        for (i, extra) in rule.additional_bindings.iter().enumerate() {
+            add_rule(routes, rpc, extra, i + 1)?;
         }
     }
     Ok(())
@@ -255,6 +259,72 @@ mod tests {
             panic!("no route")
         };
         assert_eq!(route.rpc.name(), "ResendVerificationEmail");
+    }
+
+    /// A new `.proto` (here built as JSON of a FileDescriptorProto) becomes routes and OpenAPI
+    /// operations with no gateway code: extra bindings, `{name=**}` and field bodies included.
+    #[test]
+    fn a_new_rpc_in_a_proto_needs_no_gateway_code() {
+        let mut pool = DescriptorPool::decode(proto::DESCRIPTOR_SET).unwrap();
+        let file_desc = pool
+            .get_message_by_name("google.protobuf.FileDescriptorProto")
+            .unwrap();
+        let file = prost_reflect::DynamicMessage::deserialize(
+            file_desc,
+            serde_json::json!({
+                "name": "transactions/notes/v1/notes.proto",
+                "package": "transactions.notes.v1",
+                "dependency": ["google/api/annotations.proto", "transactions/auth/v1/auth.proto"],
+                "syntax": "proto3",
+                "service": [{
+                    "name": "NotesService",
+                    "method": [{
+                        "name": "Annotate",
+                        "inputType": ".transactions.auth.v1.UpdateUserRequest",
+                        "outputType": ".transactions.auth.v1.User",
+                        "options": {"[google.api.http]": {
+                            "patch": "/v1/notes/{username=**}",
+                            "body": "full_name",
+                            "additionalBindings": [{"post": "/v1/notes:annotate", "body": "*"}]
+                        }}
+                    }]
+                }]
+            }),
+        )
+        .unwrap();
+        pool.decode_file_descriptor_proto(file.encode_to_vec().as_slice())
+            .unwrap();
+        let table = RouteTable::from_pool(pool).unwrap();
+
+        let Lookup::Found(route, vars) = table.lookup(&http::Method::PATCH, "/v1/notes/a/b/c")
+        else {
+            panic!("no route for the new RPC")
+        };
+        assert_eq!(
+            route.grpc_path,
+            "/transactions.notes.v1.NotesService/Annotate"
+        );
+        assert_eq!(route.package, "transactions.notes.v1");
+        assert_eq!(route.body, BodyRule::Field("full_name".into()));
+        assert_eq!(
+            vars,
+            vec![(vec!["username".to_owned()], "a/b/c".to_owned())]
+        );
+        let Lookup::Found(route, _) = table.lookup(&http::Method::POST, "/v1/notes:annotate")
+        else {
+            panic!("no route for the additional binding")
+        };
+        assert_eq!(route.body, BodyRule::Whole);
+
+        let doc = crate::openapi::document(&table, "");
+        assert_eq!(
+            doc["paths"]["/v1/notes/{username}"]["patch"]["operationId"],
+            "NotesService_Annotate"
+        );
+        assert_eq!(
+            doc["paths"]["/v1/notes:annotate"]["post"]["operationId"],
+            "NotesService_Annotate2"
+        );
     }
 
     #[test]

@@ -335,6 +335,40 @@ mod tests {
     }
 
     #[test]
+    fn a_field_body_fills_that_field_and_the_query_the_rest() {
+        // as if the rule were `post: "/v1/accounts/{id}:freeze" body: "reason"`
+        let d = input("transactions.accounts.v1.FreezeAccountRequest");
+        let vars = vec![(vec!["id".to_owned()], "8".to_owned())];
+        let m = request_message(
+            &d,
+            &BodyRule::Field("reason".into()),
+            &vars,
+            None,
+            br#""suspicious activity""#,
+        )
+        .unwrap();
+        let v = to_json(&m);
+        assert_eq!(v["id"], "8");
+        assert_eq!(v["reason"], "suspicious activity");
+        let err =
+            request_message(&d, &BodyRule::Field("reason".into()), &vars, None, b"42").unwrap_err();
+        assert_eq!(err.field_violations()[0].0, "reason");
+    }
+
+    #[test]
+    fn response_body_answers_with_one_field() {
+        let d = input("transactions.auth.v1.CreateUserResponse");
+        let m = DynamicMessage::deserialize(
+            d,
+            serde_json::json!({"user": {"username": "alice", "role": "ROLE_BANKER"}}),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&response_json(&m, Some("user"))).unwrap();
+        assert_eq!(v["username"], "alice");
+        assert_eq!(v["role"], "ROLE_BANKER");
+    }
+
+    #[test]
     fn enums_are_names_on_output_and_timestamps_rfc3339() {
         let d = input("transactions.accounts.v1.Account");
         let m = DynamicMessage::deserialize(
