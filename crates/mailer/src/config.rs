@@ -359,6 +359,39 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn environment_variables_select_the_transport() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TXN_REDIS__KEY_PREFIX", "dev:");
+            jail.set_env("MAILER_PUBLIC_BASE_URL", "https://api.example.com");
+            jail.set_env("MAILER_TRANSPORT__KIND", "smtp");
+            jail.set_env("MAILER_TRANSPORT__HOST", "smtp.example.com");
+            jail.set_env("MAILER_TRANSPORT__PORT", "465");
+            jail.set_env("MAILER_TRANSPORT__TLS", "tls");
+            jail.set_env("MAILER_TRANSPORT__USERNAME", "mailer");
+            jail.set_env("MAILER_MAX_ATTEMPTS", "4");
+            let cfg: Config = platform::config::figment::<Config>("mailer").extract()?;
+            assert_eq!(cfg.transport.kind, TransportKind::Smtp);
+            assert_eq!(cfg.transport.tls, SmtpTls::Tls);
+            assert_eq!(cfg.transport.port, 465);
+            assert_eq!(cfg.max_attempts, 4);
+            assert_eq!(cfg.stream_key(), "dev:events:users");
+            assert_eq!(cfg.dead_letter_key(), "dev:events:users:dead");
+            cfg.validate().unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_development_default_writes_eml_files_to_var_mail() {
+        let cfg = Config::default();
+        assert_eq!(cfg.transport.kind, TransportKind::File);
+        assert_eq!(cfg.transport.file_dir, PathBuf::from("var/mail"));
+        assert_eq!(cfg.group, "mailer");
+        assert_eq!(cfg.public_base_url, "http://localhost:8080");
+    }
+
+    #[test]
     fn debug_output_hides_the_smtp_password() {
         let mut cfg = Config::default();
         cfg.transport.password = Some("hunter2".into());

@@ -188,10 +188,10 @@ async fn a_message_waiting_out_its_backoff_is_not_taken_over_by_another_replica(
     sink.reject_next(1);
     let tuned = |name: &str| {
         let mut cfg = smtp_config(&redis, &sink, name);
-        cfg.transport.send_timeout_ms = 1_000;
-        cfg.claim_idle_ms = 1_500;
-        cfg.backoff_base_ms = 4_000; // longer than claim_idle_ms
-        cfg.backoff_max_ms = 4_000;
+        cfg.transport.send_timeout_ms = 2_000;
+        cfg.claim_idle_ms = 2_500;
+        cfg.backoff_base_ms = 6_000; // well beyond claim_idle_ms
+        cfg.backoff_max_ms = 6_000;
         cfg
     };
     let a = start(tuned("replica-a")).await;
@@ -205,7 +205,7 @@ async fn a_message_waiting_out_its_backoff_is_not_taken_over_by_another_replica(
 
     // for most of the backoff the message stays with replica-a, delivered once
     let stream = format!("{}events:users", redis.prefix);
-    for _ in 0..25 {
+    for _ in 0..35 {
         let mut conn = redis.pool.get().await.unwrap();
         let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
             .arg(&stream)
