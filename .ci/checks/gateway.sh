@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The gateway against the whole running mesh: start `cargo xtask up` in the background, wait until
 # the gateway is ready, validate /openapi.json with openapi-spec-validator, render Swagger UI in
-# headless Chromium (DOM and screenshot under target/gateway-check/), run the README walkthrough
-# (scripts/walkthrough.sh), then stop the mesh with SIGTERM and require a clean exit.
+# headless Chromium (DOM and screenshot under target/gateway-check/), list the gRPC door with
+# grpcurl, run the README walkthrough (scripts/walkthrough.sh), then stop the mesh with SIGTERM and
+# require a clean exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -66,6 +67,14 @@ done
 "${CHROME[@]}" --window-size=1280,3000 --screenshot="$OUT/swagger.png" "$BASE_URL/swagger/" 2>/dev/null >/dev/null
 [ -s "$OUT/swagger.png" ] || { echo "no screenshot" >&2; exit 1; }
 echo "Swagger UI renders all $RENDERED operations (screenshot $OUT/swagger.png)"
+
+echo "-- gRPC door: reflection lists the public services (grpcurl)"
+LIST=$(grpcurl -plaintext 127.0.0.1:9090 list)
+echo "$LIST"
+for svc in transactions.auth.v1.AuthService transactions.accounts.v1.AccountsService \
+  transactions.transfers.v1.TransfersService grpc.health.v1.Health; do
+  grep -qx "$svc" <<<"$LIST" || { echo "grpcurl list on :9090 lacks $svc" >&2; exit 1; }
+done
 
 echo "-- README walkthrough"
 bash scripts/walkthrough.sh >"$OUT/walkthrough.log" 2>&1 || {

