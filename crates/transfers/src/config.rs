@@ -125,3 +125,25 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_settings_out_of_bounds_are_refused() {
+        assert!(Config::default().validate().is_ok());
+        let with = |tweak: fn(&mut BatchConfig)| {
+            let mut cfg = Config::default();
+            tweak(&mut cfg.batch);
+            cfg.validate()
+        };
+        assert!(with(|b| b.max_size = 0).is_err());
+        assert!(with(|b| b.max_size = 1_001).is_err());
+        assert!(with(|b| b.window_us = 1_000_001).is_err());
+        assert!(with(|b| b.queue_capacity = 0).is_err());
+        assert!(with(|b| b.max_in_flight = 0).is_err());
+        assert!(with(|b| b.window_us = 0).is_ok());
+        assert!(with(|b| b.enabled = false).is_ok());
+    }
+}

@@ -34,13 +34,7 @@ impl App {
 
     pub async fn start_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Self {
         let keys = test_keys();
-        let mut cfg = Config {
-            database: db.config(),
-            max_transfer_amount: 1_000_000,
-            ..Config::default()
-        };
-        cfg.database.max_connections = 16;
-        cfg.token.public_key = Some(keys.public_b64());
+        let mut cfg = test_config(&db, &keys);
         tweak(&mut cfg);
         let running =
             spawn(move |listeners, shutdown| transfers::startup::run(cfg, listeners, shutdown))
@@ -52,6 +46,21 @@ impl App {
             db,
             running,
         }
+    }
+
+    /// A second instance of the transfers service on the same database (another replica), with
+    /// its own config tweaks.
+    pub async fn replica(
+        &self,
+        tweak: impl FnOnce(&mut Config),
+    ) -> (TransfersServiceClient<Channel>, Running) {
+        let mut cfg = test_config(&self.db, &self.keys);
+        tweak(&mut cfg);
+        let running =
+            spawn(move |listeners, shutdown| transfers::startup::run(cfg, listeners, shutdown))
+                .await;
+        let client = TransfersServiceClient::new(channel(running.grpc_addr).await);
+        (client, running)
     }
 
     /// A verified depositor's token.
@@ -140,6 +149,17 @@ impl App {
             .await
             .unwrap()
     }
+}
+
+fn test_config(db: &TestDb, keys: &Keys) -> Config {
+    let mut cfg = Config {
+        database: db.config(),
+        max_transfer_amount: 1_000_000,
+        ..Config::default()
+    };
+    cfg.database.max_connections = 16;
+    cfg.token.public_key = Some(keys.public_b64());
+    cfg
 }
 
 pub fn assert_status(err: Status, code: Code, reason: &str) {
