@@ -76,6 +76,11 @@ for svc in transactions.auth.v1.AuthService transactions.accounts.v1.AccountsSer
   grep -qx "$svc" <<<"$LIST" || { echo "grpcurl list on :9090 lacks $svc" >&2; exit 1; }
 done
 
+# a call by reflection through the door: a wrong password is UNAUTHENTICATED, not a transport error
+OUT_CALL=$(grpcurl -plaintext -d '{"username":"nobody_gw_check","password":"wrong-password"}' \
+  127.0.0.1:9090 transactions.auth.v1.AuthService/LoginUser 2>&1 || true)
+grep -q "Code: Unauthenticated" <<<"$OUT_CALL" || { echo "grpcurl LoginUser via :9090: $OUT_CALL" >&2; exit 1; }
+
 echo "-- README walkthrough"
 bash scripts/walkthrough.sh >"$OUT/walkthrough.log" 2>&1 || {
   cat "$OUT/walkthrough.log" >&2
