@@ -141,6 +141,9 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// An `EnvFilter` directive, e.g. `info,sqlx=warn`. `RUST_LOG` wins when set.
     pub log_level: String,
+    /// OTLP/gRPC collector for traces, e.g. `http://otel-collector:4317`. Unset (and no
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`): no export, no cost.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for TelemetryConfig {
@@ -148,6 +151,7 @@ impl Default for TelemetryConfig {
         Self {
             log_format: LogFormat::Json,
             log_level: "info,sqlx=warn,tower_http=info".into(),
+            otlp_endpoint: None,
         }
     }
 }

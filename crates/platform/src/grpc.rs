@@ -99,13 +99,35 @@ pub async fn serve(
     Ok(())
 }
 
+/// The server span of one call: a child of the caller's `traceparent` (or the root of a new trace),
+/// named after the RPC, carrying the request id and trace id every log line inside prints.
 fn make_span(req: &http::Request<tonic::body::Body>) -> tracing::Span {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!("grpc", rpc = %req.uri().path(), request_id)
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let request_id = header("x-request-id").unwrap_or("");
+    let rpc = req.uri().path();
+    // "/transactions.auth.v1.AuthService/Login" → ("transactions.auth.v1.AuthService", "Login")
+    let (service, method) = rpc
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((rpc, ""));
+    let span = tracing::info_span!(
+        parent: None,
+        "grpc",
+        otel.name = %rpc.trim_start_matches('/'),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc = %rpc,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        service = %service,
+        request_id,
+        trace_id = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, header("traceparent"), Some(request_id));
+    span
 }
 
 /// RED metrics per RPC: `grpc_server_requests_total{rpc,code}` and
@@ -160,9 +182,24 @@ where
                 Err(_) => tonic::Code::Unknown,
             };
             record_rpc(&rpc, code, started);
+            // the server span (TraceLayer, outside this layer) is current here
+            let span = tracing::Span::current();
+            span.record("rpc.grpc.status_code", code as i32);
+            if is_server_error(code) {
+                span.record("otel.status_code", "ERROR");
+            }
             res
         })
     }
+}
+
+/// Codes that mean the server failed (OpenTelemetry marks only these as errors on server spans).
+fn is_server_error(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
+    )
 }
 
 /// Records one finished RPC.

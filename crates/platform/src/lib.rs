@@ -69,5 +69,7 @@ pub async fn serve_all(
     let (g, h) = tokio::join!(async { stop_on_error(grpc.await) }, async {
         stop_on_error(http.await)
     });
+    // the last spans of the drained calls would otherwise die with the process
+    telemetry::flush().await;
     g.and(h)
 }
