@@ -22,7 +22,8 @@
 //!   `transport.send_timeout_ms` + 5 s; the reclaimer then sends. If the SMTP server had already
 //!   accepted the message, this is the one duplicate the design allows ("at most one resend after
 //!   a crash"). SMTP has no idempotent submit, so no design can close this window.
-//! - After the send, before the `sent` MULTI: same as above: a possible single resend.
+//! - After the send, before the `sent` MULTI: same as above: a possible single resend. (A Redis
+//!   error at this point is not a crash: the live consumer retries the MULTI until it lands.)
 //! - After the MULTI: nothing left to do; the key and the ack were written together.
 //! - After the last failed attempt, before the dead-letter MULTI: the reclaimer finds the counter
 //!   above `max_attempts` and dead-letters with the stored last error, without sending again.
@@ -494,27 +495,9 @@ async fn deliver(ctx: &Ctx, entry: &StreamId, ev: &UserEvent) -> anyhow::Result<
 
         match ctx.transport.send(message.clone()).await {
             Ok(()) => {
-                let mut conn = ctx.pool.get().await?;
-                let _: () = redis::pipe()
-                    .atomic()
-                    .cmd("SET")
-                    .arg(&state_key)
-                    .arg("sent")
-                    .arg("EX")
-                    .arg(ctx.cfg.dedupe_ttl_secs)
-                    .ignore()
-                    .cmd("XACK")
-                    .arg(&ctx.stream)
-                    .arg(&ctx.cfg.group)
-                    .arg(&entry.id)
-                    .ignore()
-                    .cmd("DEL")
-                    .arg(&attempts_key)
-                    .ignore()
-                    .query_async(&mut *conn)
-                    .await?;
                 metrics::counter!("emails_sent_total", "event_type" => event_type).increment(1);
                 tracing::info!(attempt, to = %ev.payload.email, "email sent");
+                record_sent(ctx, &entry.id, &state_key, &attempts_key).await;
                 return Ok(());
             }
             Err(e) => {
@@ -547,6 +530,48 @@ async fn deliver(ctx: &Ctx, entry: &StreamId, ev: &UserEvent) -> anyhow::Result<
                 }
             }
         }
+    }
+}
+
+/// Records a successful send: the `sent` marker, the XACK and the counter's removal in one MULTI.
+/// The email is out, so giving up here would only invite a resend: while this process lives it
+/// keeps trying (a Redis blip must not cost a duplicate), with the entry still marked in flight so
+/// this process does not pick it up again. Only if Redis stays away longer than the lease can
+/// another replica take the event over and resend it.
+async fn record_sent(ctx: &Ctx, id: &str, state_key: &str, attempts_key: &str) {
+    let mut failures = 0u32;
+    loop {
+        let recorded: anyhow::Result<()> = async {
+            let mut conn = ctx.pool.get().await?;
+            let _: () = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(state_key)
+                .arg("sent")
+                .arg("EX")
+                .arg(ctx.cfg.dedupe_ttl_secs)
+                .ignore()
+                .cmd("XACK")
+                .arg(&ctx.stream)
+                .arg(&ctx.cfg.group)
+                .arg(id)
+                .ignore()
+                .cmd("DEL")
+                .arg(attempts_key)
+                .ignore()
+                .query_async(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        .await;
+        let Err(e) = recorded else { return };
+        failures += 1;
+        if ctx.shutdown.is_triggered() && failures > 3 {
+            tracing::error!(error = %e, "email sent but not recorded as sent before shutdown; it may be sent again");
+            return;
+        }
+        tracing::warn!(error = %e, "email sent but recording it failed; retrying");
+        tokio::time::sleep(redis_retry_delay(failures)).await;
     }
 }
 

@@ -471,6 +471,52 @@ async fn a_consumer_that_is_gone_and_holds_nothing_is_removed_from_the_group() {
 }
 
 #[tokio::test]
+async fn after_redis_goes_away_and_comes_back_the_mailer_resumes_and_sends_each_email_once() {
+    let redis = TestRedis::new().await;
+    let sink = SmtpSink::start().await;
+    let proxy = FlakyProxy::start("127.0.0.1:6379").await;
+    let mut cfg = smtp_config(&redis, &sink, "m1");
+    cfg.redis.url = proxy.url();
+    let mailer = start(cfg).await;
+
+    publish(&redis, "user.created", &TestEvent::new(1)).await;
+    sink.wait_for(1, WAIT).await;
+
+    proxy.down();
+    let (status, _) = get(&mailer, "/readyz").await;
+    assert_eq!(status, 503, "not ready while Redis is away");
+    // events keep arriving while the mailer cannot reach Redis
+    for n in 2..=4 {
+        publish(&redis, "user.created", &TestEvent::new(n)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.received().len(), 1, "nothing sent while Redis is away");
+
+    proxy.up();
+    sink.wait_for(4, WAIT).await;
+    eventually("everything to be acknowledged", WAIT, || async {
+        (pending(&redis).await == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut to: Vec<String> = sink
+        .received()
+        .into_iter()
+        .flat_map(|r| r.rcpt_to)
+        .collect();
+    to.sort();
+    assert_eq!(
+        to,
+        (1..=4)
+            .map(|n| format!("user{n}@example.com"))
+            .collect::<Vec<_>>()
+    );
+    let (status, _) = get(&mailer, "/readyz").await;
+    assert_eq!(status, 200);
+    mailer.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn readyz_is_ok_with_redis_and_unavailable_without_it() {
     let redis = TestRedis::new().await;
     let sink = SmtpSink::start().await;
