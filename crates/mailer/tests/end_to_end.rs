@@ -28,13 +28,21 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-#[tokio::test]
-async fn sign_up_sends_one_email_whose_link_verifies_the_user() {
+struct Mesh {
+    _db: TestDb,
+    redis: TestRedis,
+    sink: SmtpSink,
+    auth: test_support::Running,
+    mailer: test_support::Running,
+    client: AuthServiceClient<tonic::transport::Channel>,
+}
+
+/// auth (with its relay) and the mailer on one Redis namespace, the mailer sending to a sink.
+async fn mesh() -> Mesh {
     let db = TestDb::new().await;
     let redis = TestRedis::new().await;
     let sink = SmtpSink::start().await;
     let keys = test_support::test_keys();
-
     let mut auth_cfg = auth::config::Config {
         database: db.config(),
         redis: redis.config(),
@@ -44,7 +52,27 @@ async fn sign_up_sends_one_email_whose_link_verifies_the_user() {
     auth_cfg.relay.poll_interval_ms = 200;
     let auth = test_support::spawn(move |l, s| auth::startup::run(auth_cfg, l, s)).await;
     let mailer = start(smtp_config(&redis, &sink, "e2e")).await;
-    let mut client = AuthServiceClient::new(test_support::channel(auth.grpc_addr).await);
+    let client = AuthServiceClient::new(test_support::channel(auth.grpc_addr).await);
+    Mesh {
+        _db: db,
+        redis,
+        sink,
+        auth,
+        mailer,
+        client,
+    }
+}
+
+#[tokio::test]
+async fn sign_up_sends_one_email_whose_link_verifies_the_user() {
+    let Mesh {
+        _db,
+        redis,
+        sink,
+        auth,
+        mailer,
+        mut client,
+    } = mesh().await;
 
     let user = client
         .create_user(pb::CreateUserRequest {
@@ -95,6 +123,82 @@ async fn sign_up_sends_one_email_whose_link_verifies_the_user() {
         1,
         "exactly one email for one sign-up"
     );
+
+    mailer.stop().await.unwrap();
+    auth.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_address_and_a_resend_request_each_get_a_working_link_at_the_current_address() {
+    let Mesh {
+        _db,
+        redis: _redis,
+        sink,
+        auth,
+        mailer,
+        mut client,
+    } = mesh().await;
+    client
+        .create_user(pb::CreateUserRequest {
+            username: "finn".into(),
+            full_name: "Finn Example".into(),
+            email: "finn@example.com".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .expect("sign up");
+    sink.wait_for(1, WAIT).await;
+    let token = client
+        .login_user(pb::LoginUserRequest {
+            username: "finn".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .expect("login")
+        .into_inner()
+        .access_token;
+
+    client
+        .update_user(test_support::authed(
+            pb::UpdateUserRequest {
+                username: "me".into(),
+                email: Some("finn@new.example.com".into()),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("change email");
+    let got = sink.wait_for(2, WAIT).await;
+    assert_eq!(got[1].rcpt_to, vec!["finn@new.example.com".to_owned()]);
+    assert!(
+        got[1]
+            .data
+            .contains("Subject: Confirm your new email address")
+    );
+
+    client
+        .resend_verification_email(test_support::authed(
+            pb::ResendVerificationEmailRequest {},
+            &token,
+        ))
+        .await
+        .expect("resend");
+    let got = sink.wait_for(3, WAIT).await;
+    assert_eq!(got[2].rcpt_to, vec!["finn@new.example.com".to_owned()]);
+    assert!(got[2].data.contains("Subject: Your new verification link"));
+
+    let (email_id, code) = link_in(&got[2].data);
+    let verified = client
+        .verify_email(pb::VerifyEmailRequest {
+            email_id,
+            secret_code: percent_decode(&code),
+        })
+        .await
+        .expect("the resent link verifies")
+        .into_inner();
+    assert!(verified.email_verified);
+    assert_eq!(verified.username, "finn");
 
     mailer.stop().await.unwrap();
     auth.stop().await.unwrap();
