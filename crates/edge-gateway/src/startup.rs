@@ -98,13 +98,35 @@ pub fn http_router(
             SwaggerUi::new("/swagger").external_url_unchecked("/openapi.json", document),
         ))
         .merge(api)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
+        )
+        // outermost: a request without an id gets one before it is logged and forwarded
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            tower_http::request_id::MakeRequestUuid,
+        ))
+}
+
+/// One span per HTTP request: method, path and the client's request id (never headers, which
+/// carry credentials).
+fn make_span(req: &http::Request<axum::body::Body>) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
 }
 
 /// Ready when every upstream answers its gRPC health check.
 fn readiness(upstreams: &Upstreams) -> Readiness {
     let mut readiness = Readiness::new();
     for (key, channel) in upstreams.distinct() {
+        // Readiness names are `&'static str`; a handful of upstreams, leaked once at start-up.
         let name: &'static str = Box::leak(format!("upstream {key}").into_boxed_str());
         readiness = readiness.check(name, move || {
             let channel = channel.clone();
