@@ -356,22 +356,37 @@ async fn autoclaim(
 
 /// Handles one entry; Redis errors leave it pending (it is reclaimed and retried later).
 async fn handle(ctx: &Ctx, entry: StreamId) {
+    let parsed = event::parse(|k| entry.get::<String>(k));
     let span = tracing::info_span!(
         "mailer.event",
         stream_id = %entry.id,
         event_id = tracing::field::Empty,
-        traceparent = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
-    let result = handle_entry(ctx, &entry, &span)
-        .instrument(span.clone())
-        .await;
+    // The span continues the trace of the request that caused the event (auth stores the
+    // `traceparent` with the outbox row), so the email shows up under the sign-up in a trace.
+    let traceparent = match &parsed {
+        Ok(Parsed::Event(ev)) => {
+            span.record("event_id", ev.event_id.as_str());
+            span.record("event_type", ev.event_type.as_str());
+            ev.traceparent.clone()
+        }
+        _ => entry.get::<String>("traceparent"),
+    };
+    platform::telemetry::continue_trace(&span, traceparent.as_deref(), None);
+    let result = handle_entry(ctx, &entry, parsed).instrument(span).await;
     if let Err(e) = result {
         tracing::warn!(stream_id = %entry.id, error = %e, "could not finish handling; the message stays pending");
     }
 }
 
-async fn handle_entry(ctx: &Ctx, entry: &StreamId, span: &tracing::Span) -> anyhow::Result<()> {
-    match event::parse(|k| entry.get::<String>(k)) {
+async fn handle_entry(
+    ctx: &Ctx,
+    entry: &StreamId,
+    parsed: Result<Parsed, event::InvalidEvent>,
+) -> anyhow::Result<()> {
+    match parsed {
         Err(invalid) => {
             tracing::error!(error = %invalid, "invalid event; dead-lettering it");
             dead_letter(ctx, entry, None, &invalid.to_string(), 0, "invalid_event").await
@@ -385,13 +400,7 @@ async fn handle_entry(ctx: &Ctx, entry: &StreamId, span: &tracing::Span) -> anyh
                 .increment(1);
             ack(ctx, &entry.id).await
         }
-        Ok(Parsed::Event(ev)) => {
-            span.record("event_id", ev.event_id.as_str());
-            if let Some(tp) = &ev.traceparent {
-                span.record("traceparent", tp.as_str());
-            }
-            deliver(ctx, entry, &ev).await
-        }
+        Ok(Parsed::Event(ev)) => deliver(ctx, entry, &ev).await,
     }
 }
 
@@ -496,7 +505,10 @@ async fn deliver(ctx: &Ctx, entry: &StreamId, ev: &UserEvent) -> anyhow::Result<
         match ctx.transport.send(message.clone()).await {
             Ok(()) => {
                 metrics::counter!("emails_sent_total", "event_type" => event_type).increment(1);
-                tracing::info!(attempt, to = %ev.payload.email, "email sent");
+                // the address itself stays out of logs (personal data); the domain helps with
+                // delivery problems
+                let to_domain = ev.payload.email.rsplit_once('@').map_or("", |(_, d)| d);
+                tracing::info!(attempt, to_domain, "email sent");
                 record_sent(ctx, &entry.id, &state_key, &attempts_key).await;
                 return Ok(());
             }

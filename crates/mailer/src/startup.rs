@@ -25,5 +25,6 @@ pub async fn run(cfg: Config, http: TcpListener, shutdown: Shutdown) -> anyhow::
     let (h, c) = tokio::join!(async { stop_on_error(http.await) }, async {
         stop_on_error(consume.await)
     });
+    platform::telemetry::flush().await; // spans still buffered for export
     h.and(c)
 }
