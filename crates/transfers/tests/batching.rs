@@ -516,3 +516,61 @@ async fn a_full_queue_refuses_at_once_and_an_expired_request_is_never_applied() 
     let report = app.reconcile().await;
     assert!(report.ok, "{:?}", report.violations);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_batching_off_each_request_is_applied_at_once_through_the_same_path() {
+    let app = App::start_with(|cfg| cfg.batch.enabled = false).await;
+    let alice = app.open("alice", "USD").await;
+    let bob = app.open("bob", "USD").await;
+    app.deposit(alice, 1_000, "USD").await;
+    let token = app.token("alice");
+    let key = Some("off-1".to_owned());
+    let first = send(
+        app.client.clone(),
+        token.clone(),
+        alice,
+        bob,
+        300,
+        key.clone(),
+    )
+    .await
+    .unwrap();
+    let again = send(app.client.clone(), token.clone(), alice, bob, 300, key)
+        .await
+        .unwrap();
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(first.transfer.unwrap().id, again.transfer.unwrap().id);
+    let short = send(app.client.clone(), token, alice, bob, 5_000, None)
+        .await
+        .unwrap_err();
+    assert_status(short, Code::FailedPrecondition, "insufficient_funds");
+    assert_eq!(app.balance(alice).await, 700);
+    assert!(app.reconcile().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_metrics_are_exported() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = App::start().await;
+    let alice = app.open("alice", "USD").await;
+    app.deposit(alice, 1_000, "USD").await;
+    let mut s = tokio::net::TcpStream::connect(app.running.http_addr)
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    for name in [
+        "transfer_batch_size",
+        "transfer_queue_wait_seconds",
+        "transfer_batch_duration_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("{name}_count")),
+            "{name} missing:\n{text}"
+        );
+    }
+}
