@@ -2,7 +2,10 @@
 //! contract (not a fake of Postgres or Redis): routing, transcoding, metadata, error mapping, limits,
 //! the gRPC door, OpenAPI and Swagger UI, health. The real services are driven in `journey.rs`.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use edge_gateway::config::Config;
 use platform::{ApiError, config::ServerConfig, http::Readiness};
@@ -16,6 +19,9 @@ use tonic::{Request, Response, Status};
 
 /// Echoes what the gateway sent, and fails on cue.
 struct Echo;
+
+/// Set when the upstream has received the `slow_signal` login (the concurrency test's slow call).
+static SLOW_CALL_STARTED: AtomicBool = AtomicBool::new(false);
 
 fn md(req: &Request<impl Sized>, key: &str) -> String {
     req.metadata()
@@ -51,7 +57,10 @@ impl AuthService for Echo {
         &self,
         req: Request<pb::LoginUserRequest>,
     ) -> Result<Response<pb::LoginUserResponse>, Status> {
-        if req.get_ref().username == "slow" {
+        if req.get_ref().username == "slow_signal" {
+            SLOW_CALL_STARTED.store(true, Ordering::SeqCst);
+        }
+        if req.get_ref().username.starts_with("slow") {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
         if req.get_ref().password != "right" {
@@ -149,7 +158,7 @@ impl Mesh {
     }
 
     async fn wait_up(&self) {
-        for _ in 0..100 {
+        for _ in 0..300 {
             if self.http.get(self.url("/healthz")).send().await.is_ok() {
                 return;
             }
@@ -413,20 +422,22 @@ async fn beyond_the_concurrency_limit_requests_are_refused_at_once_with_503() {
         let req = m
             .http
             .post(m.url("/v1/sessions"))
-            .json(&json!({"username": "slow", "password": "right"}));
+            .json(&json!({"username": "slow_signal", "password": "right"}));
         tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
     };
-    // while the slow call (5 s upstream) holds the only slot, others are refused
-    let mut refused = None;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let (status, headers, body) = m.send(m.http.get(m.url("/v1/users/bob"))).await;
-        if status == 503 {
-            refused = Some((headers, body));
+    // once the slow call (5 s upstream) holds the only slot, the next request is refused
+    for _ in 0..200 {
+        if SLOW_CALL_STARTED.load(Ordering::SeqCst) {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (headers, body) = refused.expect("no request was refused while the slot was taken");
+    assert!(
+        SLOW_CALL_STARTED.load(Ordering::SeqCst),
+        "the slow call never arrived"
+    );
+    let (status, headers, body) = m.send(m.http.get(m.url("/v1/users/bob"))).await;
+    assert_eq!(status, 503, "{body}");
     assert_eq!(reason(&body), "gateway_overloaded");
     assert!(headers.contains_key("retry-after"));
     assert_eq!(slow.await.unwrap(), 200);

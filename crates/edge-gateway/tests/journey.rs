@@ -77,7 +77,7 @@ impl Mesh {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..300 {
+        for _ in 0..600 {
             if let Ok(r) = self.http.get(self.url("/readyz")).send().await
                 && r.status() == StatusCode::OK
             {
