@@ -94,3 +94,45 @@ impl Transport {
             .map_err(|_| SendError::Timeout(ms))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smtp(tls: SmtpTls, port: u16) -> TransportConfig {
+        TransportConfig {
+            kind: TransportKind::Smtp,
+            host: "smtp.example.com".into(),
+            port,
+            tls,
+            username: Some("mailer".into()),
+            password: Some("secret".into()),
+            ..TransportConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_smtp_security_mode_builds_with_credentials() {
+        // building sets up rustls (no connection is made until the first send)
+        for (tls, port) in [
+            (SmtpTls::Starttls, 587),
+            (SmtpTls::Tls, 465),
+            (SmtpTls::None, 25),
+        ] {
+            Transport::from_config(&smtp(tls, port)).unwrap_or_else(|e| panic!("{tls:?}: {e:#}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_password_file_is_read_and_a_missing_one_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("smtp-password");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let mut cfg = smtp(SmtpTls::Starttls, 587);
+        cfg.password_file = Some(path);
+        Transport::from_config(&cfg).unwrap();
+        cfg.password_file = Some(dir.path().join("missing"));
+        let err = Transport::from_config(&cfg).err().unwrap();
+        assert!(format!("{err:#}").contains("SMTP password file"), "{err:#}");
+    }
+}

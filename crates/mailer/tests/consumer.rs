@@ -236,6 +236,45 @@ async fn a_message_waiting_out_its_backoff_is_not_taken_over_by_another_replica(
 }
 
 #[tokio::test]
+async fn stopping_during_a_backoff_returns_promptly_and_leaves_the_message_for_later() {
+    let redis = TestRedis::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reject_all();
+    let mut cfg = smtp_config(&redis, &sink, "m1");
+    cfg.max_attempts = 10;
+    cfg.backoff_base_ms = 60_000;
+    cfg.backoff_max_ms = 60_000;
+    let mailer = start(cfg).await;
+    publish(&redis, "user.created", &TestEvent::new(1)).await;
+    eventually("the first attempt", WAIT, || async {
+        (sink.rejected() == 1).then_some(())
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    mailer.stop().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        pending(&redis).await,
+        1,
+        "left pending for the next consumer"
+    );
+    assert!(dead_letters(&redis).await.is_empty());
+
+    // and the next mailer finishes it once SMTP works again
+    sink.reject_next(0);
+    let mut cfg = smtp_config(&redis, &sink, "m2");
+    cfg.claim_idle_ms = 4_500; // > send_timeout_ms
+    let next = start(cfg).await;
+    sink.wait_for(1, WAIT).await;
+    next.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_transient_smtp_failure_is_retried_and_the_email_sent_once() {
     let redis = TestRedis::new().await;
     let sink = SmtpSink::start().await;
