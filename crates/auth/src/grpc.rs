@@ -146,17 +146,15 @@ impl AuthService for AuthApi {
     }
 }
 
-/// The W3C `traceparent` the gateway forwarded, if well formed (`00-<32 hex>-<16 hex>-<2 hex>`).
+/// The W3C `traceparent` the outbox event carries to the mailer: this call's server span as the
+/// parent (so the mailer's span hangs under it in the trace), else what the gateway forwarded, if
+/// well formed (`00-<32 hex>-<16 hex>-<2 hex>`).
 fn traceparent<T>(req: &Request<T>) -> Option<String> {
+    if let Some(current) = platform::telemetry::current_traceparent() {
+        return Some(current);
+    }
     let v = req.metadata().get("traceparent")?.to_str().ok()?.trim();
-    let parts: Vec<&str> = v.split('-').collect();
-    let shape = [2, 32, 16, 2];
-    let ok = parts.len() == 4
-        && parts
-            .iter()
-            .zip(shape)
-            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()));
-    ok.then(|| v.to_owned())
+    platform::telemetry::TraceParent::parse(v).map(|_| v.to_owned())
 }
 
 fn user_pb(u: &User) -> pb::User {

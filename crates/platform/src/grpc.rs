@@ -122,7 +122,6 @@ fn make_span(req: &http::Request<tonic::body::Body>) -> tracing::Span {
         rpc.service = %service,
         rpc.method = %method,
         rpc.grpc.status_code = tracing::field::Empty,
-        service = %service,
         request_id,
         trace_id = tracing::field::Empty,
     );
