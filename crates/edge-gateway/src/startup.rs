@@ -4,13 +4,15 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::Router;
+use axum::{Router, response::IntoResponse};
 use platform::{Listeners, Shutdown, http::Readiness};
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     config::Config,
+    error::GatewayError,
     grpc_proxy::{self, Proxy},
     http_api::{self, Gateway},
     openapi,
@@ -98,6 +100,17 @@ pub fn http_router(
             SwaggerUi::new("/swagger").external_url_unchecked("/openapi.json", document),
         ))
         .merge(api)
+        // the fixed pages answer a wrong method in the same JSON shape as the API
+        .method_not_allowed_fallback(|| async {
+            GatewayError::method_not_allowed(vec![http::Method::GET])
+        })
+        // a bug must not become a dropped connection or an HTML page
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                GatewayError::new(tonic::Code::Internal, "internal", "internal error")
+                    .into_response()
+            },
+        ))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(make_span)

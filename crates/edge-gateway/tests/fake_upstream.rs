@@ -312,6 +312,10 @@ async fn gateway_errors_are_json_with_their_own_status() {
     assert_eq!(status, 405);
     assert_eq!(reason(&body), "method_not_allowed");
     assert!(headers["allow"].to_str().unwrap().contains("GET"));
+    // also on the gateway's own pages
+    let (status, _, body) = m.send(m.http.post(m.url("/openapi.json"))).await;
+    assert_eq!(status, 405);
+    assert_eq!(reason(&body), "method_not_allowed");
     // malformed JSON
     let (status, _, body) = m
         .send(
