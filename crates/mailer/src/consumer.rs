@@ -221,18 +221,17 @@ pub async fn run(
             Ok(entries) => {
                 redis_failures = 0;
                 for entry in entries {
-                    if !in_flight.lock().unwrap().insert(entry.id.clone()) {
-                        continue; // already being handled here (e.g. waiting out a backoff)
-                    }
+                    // COUNT was the number of permits, so there is one for each entry
                     let Some(permit) = permits.pop() else {
                         break;
                     };
-                    let (ctx, in_flight) = (ctx.clone(), in_flight.clone());
+                    let Some(mark) = InFlight::mark(&in_flight, &entry.id) else {
+                        continue; // already being handled here (e.g. finishing a send)
+                    };
+                    let ctx = ctx.clone();
                     tasks.spawn(async move {
-                        let id = entry.id.clone();
                         handle(&ctx, entry).await;
-                        in_flight.lock().unwrap().remove(&id);
-                        drop(permit);
+                        drop((mark, permit));
                     });
                 }
             }
@@ -259,6 +258,30 @@ pub async fn run(
     }
     tracing::info!("mailer consumer stopped");
     Ok(())
+}
+
+/// Marks a stream entry as handled by a task of this process; unmarked when dropped (also when
+/// the task panics), so the entry can be picked up again.
+struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl InFlight {
+    fn mark(set: &Arc<Mutex<HashSet<String>>>, id: &str) -> Option<Self> {
+        set.lock().unwrap().insert(id.to_owned()).then(|| Self {
+            set: set.clone(),
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.id);
+        }
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
