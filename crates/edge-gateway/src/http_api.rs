@@ -86,6 +86,9 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    // answers carry tokens and balances: no cache along the way may keep them
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let status = resp.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "route" => route_label.clone(), "method" => method.to_string(), "status" => status).increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route_label)

@@ -200,6 +200,7 @@ async fn json_body_is_transcoded_and_answer_uses_snake_case_and_enum_names() {
     assert_eq!(body["user"]["role"], "ROLE_DEPOSITOR");
     assert_eq!(body["user"]["email_verified"], false);
     assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["cache-control"], "no-store");
     assert!(!headers["x-request-id"].is_empty());
 }
 
