@@ -182,6 +182,25 @@ async fn every_services_metrics_parse_and_count_the_rpcs_and_the_money_of_a_tran
         Some("counter")
     );
 
+    // Pool usage, read from each service's own pools when it is scraped.
+    for a in &after {
+        assert_eq!(
+            a.value("db_pool_max_connections", &[]),
+            20.0,
+            "TestDb's pool size"
+        );
+        assert!(a.has("db_pool_connections"));
+        assert_eq!(
+            a.types.get("db_pool_connections").map(String::as_str),
+            Some("gauge")
+        );
+    }
+    assert_eq!(
+        after[0].value("redis_pool_max_connections", &[]),
+        16.0,
+        "auth's Redis pool (TestRedis's size)"
+    );
+
     // Identity: the failed login is counted.
     assert!(delta(&before[0], &after[0], "login_failures_total", &[]) >= 1.0);
 

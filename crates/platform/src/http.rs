@@ -20,6 +20,8 @@ pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send +
 #[derive(Clone, Default)]
 pub struct Readiness {
     checks: Vec<(&'static str, Check)>,
+    /// The pools checked here; `/metrics` reports their usage too.
+    pools: Vec<crate::pools::Pool>,
 }
 
 impl Readiness {
@@ -36,14 +38,16 @@ impl Readiness {
         self
     }
 
-    pub fn postgres(self, pool: sqlx::PgPool) -> Self {
+    pub fn postgres(mut self, pool: sqlx::PgPool) -> Self {
+        self.pools.push(crate::pools::Pool::Postgres(pool.clone()));
         self.check("postgres", move || {
             let pool = pool.clone();
             async move { crate::db::ping(&pool).await.map_err(|e| e.to_string()) }
         })
     }
 
-    pub fn redis(self, pool: deadpool_redis::Pool) -> Self {
+    pub fn redis(mut self, pool: deadpool_redis::Pool) -> Self {
+        self.pools.push(crate::pools::Pool::Redis(pool.clone()));
         self.check("redis", move || {
             let pool = pool.clone();
             async move { crate::redis::ping(&pool).await.map_err(|e| e.to_string()) }
@@ -89,14 +93,17 @@ pub fn router(readiness: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(Arc::new(readiness))
         .route(
             "/metrics",
-            get(move || {
+            get(move |State(readiness): State<Arc<Readiness>>| {
                 let handle = handle.clone();
-                async move { handle.render() }
+                async move {
+                    crate::pools::record(&readiness.pools);
+                    handle.render()
+                }
             }),
         )
+        .with_state(Arc::new(readiness))
 }
 
 async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
