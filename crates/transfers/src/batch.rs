@@ -145,14 +145,14 @@ impl Executor {
                 metrics::counter!("transfer_batch_failures_total").increment(1);
                 for p in live {
                     // a caller that left will retry with its key (or not at all)
-                    if p.reply.is_closed()
-                        || p.deadline.is_some_and(|d| d <= std::time::Instant::now())
-                    {
-                        answer(p, Err(LedgerError::DeadlineExceeded));
+                    let gone = p.reply.is_closed()
+                        || p.deadline.is_some_and(|d| d <= std::time::Instant::now());
+                    if !rolled_back && (gone || p.cmd.idempotency_key.is_none()) {
+                        answer(p, Err(LedgerError::OutcomeUnknown));
                         continue;
                     }
-                    if !rolled_back && p.cmd.idempotency_key.is_none() {
-                        answer(p, Err(LedgerError::OutcomeUnknown));
+                    if gone {
+                        answer(p, Err(LedgerError::DeadlineExceeded));
                         continue;
                     }
                     let r = self
