@@ -67,8 +67,8 @@ TOKEN=$(jq -r .access_token <<<"$LAST")
 REFRESH=$(jq -r .refresh_token <<<"$LAST")
 
 step "4. Open a USD account"
-call -X POST "$BASE_URL/v1/accounts" -H "$JSON" -H "authorization: Bearer $TOKEN" \
-  -d '{"currency": "USD"}'
+# (as in the README: curl -d without a content type; the gateway reads the body as JSON anyway)
+call -X POST "$BASE_URL/v1/accounts" -H "authorization: Bearer $TOKEN" -d '{"currency":"usd"}'
 ACCOUNT=$(jq -r .id <<<"$LAST")
 
 step "5. A banker (created by an operator) deposits 100.00 USD"
@@ -88,7 +88,7 @@ create_user "$BANKER" "Bea Banker" "$BANKER@example.com" banker counting-house-1
 call -X POST "$BASE_URL/v1/sessions" -H "$JSON" \
   -d "{\"username\": \"$BANKER\", \"password\": \"counting-house-1\"}"
 BANKER_TOKEN=$(jq -r .access_token <<<"$LAST")
-call -X POST "$BASE_URL/v1/accounts/$ACCOUNT:deposit" -H "$JSON" -H "authorization: Bearer $BANKER_TOKEN" \
+call -X POST "$BASE_URL/v1/accounts/$ACCOUNT:deposit" -H "authorization: Bearer $BANKER_TOKEN" \
   -d '{"amount": "10000", "currency": "USD"}'
 
 step "6. Bob opens an account to receive"
