@@ -35,6 +35,7 @@ pub async fn ensure_system_accounts(
 }
 
 /// Opens a customer account; `None` when the owner already has one in this currency.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "accounts.create", otel.kind = "client", db.system = "postgresql"))]
 pub async fn create(
     pool: &PgPool,
     owner: &str,
@@ -50,6 +51,7 @@ pub async fn create(
     .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "accounts.get", otel.kind = "client", db.system = "postgresql"))]
 pub async fn get(pool: &PgPool, id: AccountId) -> Result<Option<AccountRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM ledger.accounts WHERE id = $1"
@@ -61,6 +63,7 @@ pub async fn get(pool: &PgPool, id: AccountId) -> Result<Option<AccountRow>, sql
 
 /// One page of `owner`'s accounts, newest first (`size + 1` rows to detect a next page).
 /// `include_system`: system accounts only ever show to bankers.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "accounts.list", otel.kind = "client", db.system = "postgresql"))]
 pub async fn list(
     pool: &PgPool,
     owner: &str,
@@ -82,6 +85,7 @@ pub async fn list(
 }
 
 /// Sets a customer account's status; `None` when there is no such customer account.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "accounts.set_status", otel.kind = "client", db.system = "postgresql"))]
 pub async fn set_status(
     pool: &PgPool,
     id: AccountId,

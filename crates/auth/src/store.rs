@@ -20,6 +20,7 @@ pub struct NewUser<'a> {
 }
 
 /// Fails with a unique violation on `users_pkey` (username) or `users_email_key` (email).
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.insert_user", otel.kind = "client", db.system = "postgresql"))]
 pub async fn insert_user(conn: &mut PgConnection, u: &NewUser<'_>) -> Result<User, sqlx::Error> {
     sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO auth.users (username, full_name, email, hashed_password, role, email_verified)
@@ -35,6 +36,7 @@ pub async fn insert_user(conn: &mut PgConnection, u: &NewUser<'_>) -> Result<Use
     .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.get_user", otel.kind = "client", db.system = "postgresql"))]
 pub async fn get_user<'e>(
     db: impl PgExecutor<'e>,
     username: &str,
@@ -47,6 +49,7 @@ pub async fn get_user<'e>(
     .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.lock_user", otel.kind = "client", db.system = "postgresql"))]
 pub async fn lock_user(
     conn: &mut PgConnection,
     username: &str,
@@ -61,6 +64,7 @@ pub async fn lock_user(
 
 /// Sets the given fields; a new email clears the verified flag, a new password stamps
 /// `password_changed_at`. Fails with a unique violation on `users_email_key`.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.update_user", otel.kind = "client", db.system = "postgresql"))]
 pub async fn update_user(
     conn: &mut PgConnection,
     username: &str,
@@ -87,6 +91,7 @@ pub async fn update_user(
 }
 
 /// Marks the user verified if `email` is still their address; false when it changed since.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.mark_user_verified", otel.kind = "client", db.system = "postgresql"))]
 pub async fn mark_user_verified(
     conn: &mut PgConnection,
     username: &str,
@@ -114,6 +119,7 @@ pub struct Verification {
     pub expires_at: DateTime<Utc>,
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.insert_verification", otel.kind = "client", db.system = "postgresql"))]
 pub async fn insert_verification(
     conn: &mut PgConnection,
     username: &str,
@@ -133,6 +139,7 @@ pub async fn insert_verification(
     .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.lock_verification", otel.kind = "client", db.system = "postgresql"))]
 pub async fn lock_verification(
     conn: &mut PgConnection,
     id: i64,
@@ -146,6 +153,7 @@ pub async fn lock_verification(
     .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.mark_verification_used", otel.kind = "client", db.system = "postgresql"))]
 pub async fn mark_verification_used(conn: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE auth.verify_emails SET used = true WHERE id = $1")
         .bind(id)
@@ -169,6 +177,7 @@ pub const OUTBOX_CHANNEL: &str = "auth_outbox";
 /// `traceparent` (W3C trace context of the request) has no column of its own: it is kept in the
 /// row's payload under [`TRACEPARENT_KEY`] and moved to the stream entry's own field by the relay,
 /// so the published payload is exactly the event contract.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.insert_outbox", otel.kind = "client", db.system = "postgresql"))]
 pub async fn insert_outbox(
     conn: &mut PgConnection,
     event_type: &str,
@@ -253,6 +262,7 @@ pub async fn delete_published_before<'e>(
 
 // --- sessions -------------------------------------------------------------------------------
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.insert_session", otel.kind = "client", db.system = "postgresql"))]
 pub async fn insert_session(
     conn: &mut PgConnection,
     id: Uuid,
@@ -275,6 +285,7 @@ pub async fn insert_session(
     .map(|_| ())
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.insert_refresh_token", otel.kind = "client", db.system = "postgresql"))]
 pub async fn insert_refresh_token(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -301,6 +312,7 @@ pub struct RefreshLookup {
     pub email_verified: bool,
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.lock_refresh_token", otel.kind = "client", db.system = "postgresql"))]
 pub async fn lock_refresh_token(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -319,6 +331,7 @@ pub async fn lock_refresh_token(
     .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.rotate_refresh_token", otel.kind = "client", db.system = "postgresql"))]
 pub async fn rotate_refresh_token(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -331,6 +344,7 @@ pub async fn rotate_refresh_token(
 }
 
 /// Blocks one session of `username`; false when there is no such session.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.block_session", otel.kind = "client", db.system = "postgresql"))]
 pub async fn block_session<'e>(
     db: impl PgExecutor<'e>,
     id: Uuid,
@@ -350,6 +364,7 @@ pub async fn block_session<'e>(
 }
 
 /// Blocks every open session of `username` except `keep`.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.block_other_sessions", otel.kind = "client", db.system = "postgresql"))]
 pub async fn block_other_sessions(
     conn: &mut PgConnection,
     username: &str,

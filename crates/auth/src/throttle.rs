@@ -44,6 +44,7 @@ impl Throttle {
     }
 
     /// `TooManyAttempts` while either the username or the IP is over its limit.
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.check_login", otel.kind = "client", db.system = "redis"))]
     pub async fn check_login(&self, username: Option<&str>, ip: &str) -> Result<(), AuthError> {
         let mut checks = vec![(self.ip_key(ip), self.login.max_failures_per_ip)];
         if let Some(u) = username {
@@ -76,6 +77,7 @@ impl Throttle {
         }
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.record_login_failure", otel.kind = "client", db.system = "redis"))]
     pub async fn record_login_failure(&self, username: Option<&str>, ip: &str) {
         let mut keys = vec![self.ip_key(ip)];
         if let Some(u) = username {
@@ -91,6 +93,7 @@ impl Throttle {
 
     /// A successful login forgets the username's failures (not the IP's: one IP guessing many
     /// usernames stays limited).
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.clear_login", otel.kind = "client", db.system = "redis"))]
     pub async fn clear_login(&self, username: &str) {
         let key = self.user_key(username);
         let result: redis::RedisResult<()> = async {
@@ -104,6 +107,7 @@ impl Throttle {
     }
 
     /// Counts a resend request; `TooManyRequests` beyond the configured number per window.
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.hit_resend", otel.kind = "client", db.system = "redis"))]
     pub async fn hit_resend(&self, username: &str) -> Result<(), AuthError> {
         let key = format!("{}auth:resend_verification:{username}", self.prefix);
         match self

@@ -266,13 +266,31 @@ async fn a_sign_up_and_a_transfer_are_server_spans_of_the_callers_trace_and_the_
     );
     assert_eq!(auth_span.service_name, "mesh-tests");
 
+    // Database calls are client spans named after the statement, children of the server span.
+    let spans = receiver.of_trace(trace_id);
+    let insert_user = spans
+        .iter()
+        .find(|s| s.name == "auth.insert_user")
+        .unwrap_or_else(|| panic!("no auth.insert_user span in the trace: {spans:#?}"));
+    assert_eq!(insert_user.parent_span_id, auth_span.span_id);
+    assert_eq!(
+        insert_user.attributes.get("db.system").map(String::as_str),
+        Some("postgresql")
+    );
+    assert!(
+        spans.iter().all(|s| s
+            .attributes
+            .values()
+            .all(|v| !v.contains("correct-horse-42"))),
+        "no span attribute holds the password"
+    );
+
     // The event for the mailer continues the trace under auth's server span.
     let carried = TraceParent::parse(&entry_tp).expect("a valid traceparent on the stream entry");
     assert_eq!(carried.trace_id_hex(), trace_id);
     assert_eq!(format!("{:016x}", carried.span_id), auth_span.span_id);
 
     // Every span of the trace hangs off the caller's spans or another span of the trace.
-    let spans = receiver.of_trace(trace_id);
     let ids: Vec<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     for s in &spans {
         assert!(
