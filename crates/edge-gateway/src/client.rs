@@ -58,6 +58,8 @@ pub fn metadata(headers: &HeaderMap, client_ip: IpAddr, request_id: &str) -> Met
             md.insert(name, v);
         }
     }
+    // the upstream's parent is the gateway's request span (when there is one), not the client's
+    platform::telemetry::inject_traceparent_metadata(&mut md);
     if let Ok(v) = MetadataValue::try_from(request_id) {
         md.insert(platform::caller::REQUEST_ID, v);
     }

@@ -79,6 +79,8 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         },
         async { stop_on_error(serve_http(listeners.http, router, shutdown.clone(), grace).await) }
     );
+    // the last spans of the drained requests would otherwise die with the process
+    platform::telemetry::flush().await;
     g.and(h)
 }
 
@@ -125,14 +127,23 @@ pub fn http_router(
 }
 
 /// One span per HTTP request: method, path and the client's request id (never headers, which
-/// carry credentials).
+/// carry credentials). It continues the client's W3C `traceparent` or starts the trace; the calls
+/// to the services are its children (their metadata carries this span as the parent).
 fn make_span(req: &http::Request<axum::body::Body>) -> tracing::Span {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let request_id = header("x-request-id").unwrap_or("");
+    let span = tracing::info_span!(
+        parent: None,
+        "http",
+        otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
+        otel.kind = "server",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id,
+        trace_id = tracing::field::Empty,
+    );
+    platform::telemetry::continue_trace(&span, header("traceparent"), Some(request_id));
+    span
 }
 
 /// Ready when every upstream answers its gRPC health check.
