@@ -1,7 +1,8 @@
 //! Traces across the mesh: a small OTLP receiver (the collector's TraceService) stands in for the
-//! collector; the services export to it over OTLP/gRPC. A sign-up and a transfer sent with the
-//! caller's `traceparent` (what the gateway sends) give server spans in the caller's trace, each a
-//! child of the caller's span, and the sign-up's event carries auth's server span on to the mailer.
+//! collector; every service exports to it over OTLP/gRPC. A sign-up and a transfer sent over HTTP
+//! to the gateway with the client's `traceparent` make one trace: client → gateway HTTP span →
+//! auth / transfers server span → database span, and auth's event carries its span through the
+//! outbox and the Redis Stream to the mailer, whose span for that email is auth's child.
 //!
 //! The exporter is process-global, so the whole mesh runs in this one test process; which service
 //! a span belongs to is its `rpc.service` attribute.
@@ -26,7 +27,6 @@ use platform::{
     telemetry::TraceParent,
     token::Role,
 };
-use proto::{auth::v1::CreateUserRequest, transfers::v1::CreateTransferRequest};
 use redis::streams::StreamRangeReply;
 use support::Mesh;
 use tonic::{Request, Response, Status};
@@ -133,8 +133,26 @@ impl Receiver {
 const CREATE_USER: &str = "/transactions.auth.v1.AuthService/CreateUser";
 const CREATE_TRANSFER: &str = "/transactions.transfers.v1.TransfersService/CreateTransfer";
 
+impl Receiver {
+    /// The spans received so far named `name`.
+    fn named(&self, name: &str) -> Vec<Span> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.name == name)
+            .cloned()
+            .collect()
+    }
+}
+
+fn only(spans: Vec<Span>, what: &str) -> Span {
+    assert_eq!(spans.len(), 1, "exactly one {what} span: {spans:#?}");
+    spans.into_iter().next().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sign_up_and_a_transfer_are_server_spans_of_the_callers_trace_and_the_event_carries_it_on()
+async fn sign_up_and_transfer_through_the_gateway_are_one_trace_from_gateway_to_database_and_mailer()
  {
     let receiver = Receiver::default();
     let endpoint = receiver.clone().start().await;
@@ -150,98 +168,120 @@ async fn a_sign_up_and_a_transfer_are_server_spans_of_the_callers_trace_and_the_
     assert!(platform::telemetry::exporting(), "OTLP export is on");
 
     let m = Mesh::start().await;
-    // The caller (the gateway, in production) has a trace and a span per upstream call.
+    let mut gw_cfg = edge_gateway::config::Config::default();
+    gw_cfg.upstreams.insert("auth".into(), m.auth.grpc_url());
+    gw_cfg
+        .upstreams
+        .insert("accounts".into(), m.accounts.grpc_url());
+    gw_cfg
+        .upstreams
+        .insert("transfers".into(), m.transfers.grpc_url());
+    gw_cfg.limits.request_timeout_ms = 30_000; // a loaded 2-core machine
+    gw_cfg.rate_limit.per_ip_per_minute = 0;
+    let gateway = test_support::spawn(move |l, s| edge_gateway::startup::run(gw_cfg, l, s)).await;
+    support::wait_ready(&gateway).await;
+
+    let mail_dir = std::env::temp_dir().join(format!("mesh-mail-{}", uuid::Uuid::new_v4()));
+    let mailer_cfg = mailer::config::Config {
+        redis: m.redis.config(),
+        consumer_name: "mesh-mailer".into(),
+        transport: mailer::config::TransportConfig {
+            kind: mailer::config::TransportKind::File,
+            file_dir: mail_dir.clone(),
+            ..Default::default()
+        },
+        block_ms: 200,
+        ..Default::default()
+    };
+    let mailer = test_support::spawn(move |l, s| mailer::startup::run(mailer_cfg, l.http, s)).await;
+
+    // The client has a trace and a span per call it makes.
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let signup_parent = "b7ad6b7169203331";
     let transfer_parent = "c8be7c827a314442";
     let tp = |parent: &str| format!("00-{trace_id}-{parent}-01");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
 
-    let mut signup = Request::new(CreateUserRequest {
-        username: "dave".into(),
-        full_name: "Dave Example".into(),
-        email: "dave@example.com".into(),
-        password: "correct-horse-42".into(),
-    });
-    signup
-        .metadata_mut()
-        .insert("traceparent", tp(signup_parent).parse().unwrap());
-    m.auth_client
-        .clone()
-        .create_user(signup)
+    let resp = http
+        .post(format!("{}/v1/users", gateway.http_url()))
+        .header("traceparent", tp(signup_parent))
+        .json(
+            &serde_json::json!({"username": "dave", "full_name": "Dave Example",
+            "email": "dave@example.com", "password": "correct-horse-42"}),
+        )
+        .send()
         .await
-        .expect("sign up");
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "sign up: {}",
+        resp.text().await.unwrap()
+    );
 
     let dave = m.token("dave", Role::Depositor);
     let erin = m.token("erin", Role::Depositor);
     let from = m.open_account(&dave, "EUR").await;
     let to = m.open_account(&erin, "EUR").await;
     m.deposit(from, 5_000, "EUR").await;
-    let mut transfer = test_support::authed(
-        CreateTransferRequest {
-            from_account_id: from,
-            to_account_id: to,
-            amount: 1_234,
-            currency: "EUR".into(),
-            request_id: "trace-transfer-1".into(),
-        },
-        &dave,
-    );
-    transfer
-        .metadata_mut()
-        .insert("traceparent", tp(transfer_parent).parse().unwrap());
-    m.transfers_client
-        .clone()
-        .create_transfer(transfer)
+    let resp = http
+        .post(format!("{}/v1/transfers", gateway.http_url()))
+        .header("traceparent", tp(transfer_parent))
+        .header("idempotency-key", "trace-transfer-1")
+        .bearer_auth(&dave)
+        .json(&serde_json::json!({"from_account_id": from.to_string(),
+            "to_account_id": to.to_string(), "amount": "1234", "currency": "EUR"}))
+        .send()
         .await
-        .expect("transfer");
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "transfer: {}",
+        resp.text().await.unwrap()
+    );
 
-    // The relay moves the sign-up event to the stream in the background.
-    let stream_key = auth::relay::stream_key(&m.redis.prefix);
-    let mut entry_tp = None;
-    for _ in 0..300 {
-        let mut conn = m.redis.pool.get().await.unwrap();
-        let reply: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&stream_key)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut *conn)
-            .await
-            .unwrap();
-        if let Some(e) = reply.ids.first() {
-            entry_tp = Some(e.get::<String>("traceparent").expect("traceparent field"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let entry_tp = entry_tp.expect("the sign-up event reached the stream");
-
-    // Wait (generously) for both server spans to arrive at the collector.
-    let mut found = (Vec::new(), Vec::new());
-    for _ in 0..60 {
+    // Wait (generously) for the mailer to send the email and every span to reach the collector.
+    let mut mailer_spans = Vec::new();
+    for _ in 0..120 {
         platform::telemetry::flush().await;
-        found = (
-            receiver.server_spans(CREATE_USER),
-            receiver.server_spans(CREATE_TRANSFER),
-        );
-        if !found.0.is_empty() && !found.1.is_empty() {
+        mailer_spans = receiver
+            .of_trace(trace_id)
+            .into_iter()
+            .filter(|s| s.name == "mailer.event")
+            .collect();
+        if !mailer_spans.is_empty()
+            && !receiver.server_spans(CREATE_USER).is_empty()
+            && !receiver.server_spans(CREATE_TRANSFER).is_empty()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (signups, transfers) = found;
-    assert_eq!(signups.len(), 1, "one CreateUser server span: {signups:#?}");
-    assert_eq!(
-        transfers.len(),
-        1,
-        "one CreateTransfer server span: {transfers:#?}"
+    let auth_span = only(receiver.server_spans(CREATE_USER), "CreateUser server");
+    let transfer_span = only(
+        receiver.server_spans(CREATE_TRANSFER),
+        "CreateTransfer server",
     );
-    let (auth_span, transfer_span) = (&signups[0], &transfers[0]);
+    let gw_signup = only(receiver.named("POST /v1/users"), "gateway sign-up");
+    let gw_transfer = only(receiver.named("POST /v1/transfers"), "gateway transfer");
+    let mailer_span = only(mailer_spans, "mailer.event in the trace");
 
-    // Both hops are in the caller's trace, each a child of the caller's span for that call.
-    assert_eq!(auth_span.trace_id, trace_id);
-    assert_eq!(auth_span.parent_span_id, signup_parent);
-    assert_eq!(transfer_span.trace_id, trace_id);
-    assert_eq!(transfer_span.parent_span_id, transfer_parent);
+    // client → gateway → service, all in the client's trace
+    for s in [
+        &gw_signup,
+        &gw_transfer,
+        &auth_span,
+        &transfer_span,
+        &mailer_span,
+    ] {
+        assert_eq!(s.trace_id, trace_id, "{s:#?}");
+    }
+    assert_eq!(gw_signup.parent_span_id, signup_parent);
+    assert_eq!(gw_transfer.parent_span_id, transfer_parent);
+    assert_eq!(auth_span.parent_span_id, gw_signup.span_id);
+    assert_eq!(transfer_span.parent_span_id, gw_transfer.span_id);
     assert_eq!(
         auth_span.name,
         "transactions.auth.v1.AuthService/CreateUser"
@@ -249,13 +289,6 @@ async fn a_sign_up_and_a_transfer_are_server_spans_of_the_callers_trace_and_the_
     assert_eq!(
         auth_span.attributes.get("rpc.service").map(String::as_str),
         Some("transactions.auth.v1.AuthService")
-    );
-    assert_eq!(
-        transfer_span
-            .attributes
-            .get("rpc.service")
-            .map(String::as_str),
-        Some("transactions.transfers.v1.TransfersService")
     );
     assert_eq!(
         transfer_span
@@ -277,20 +310,33 @@ async fn a_sign_up_and_a_transfer_are_server_spans_of_the_callers_trace_and_the_
         insert_user.attributes.get("db.system").map(String::as_str),
         Some("postgresql")
     );
-    assert!(
-        spans.iter().all(|s| s
-            .attributes
-            .values()
-            .all(|v| !v.contains("correct-horse-42"))),
-        "no span attribute holds the password"
-    );
 
-    // The event for the mailer continues the trace under auth's server span.
-    let carried = TraceParent::parse(&entry_tp).expect("a valid traceparent on the stream entry");
+    // The email's span hangs under auth's server span: the context rode the outbox and stream.
+    assert_eq!(mailer_span.parent_span_id, auth_span.span_id);
+    assert_eq!(
+        mailer_span.attributes.get("event_type").map(String::as_str),
+        Some("user.created")
+    );
+    let stream_key = auth::relay::stream_key(&m.redis.prefix);
+    let mut conn = m.redis.pool.get().await.unwrap();
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&stream_key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    let carried = reply.ids[0]
+        .get::<String>("traceparent")
+        .and_then(|t| TraceParent::parse(&t))
+        .expect("a valid traceparent on the stream entry");
     assert_eq!(carried.trace_id_hex(), trace_id);
     assert_eq!(format!("{:016x}", carried.span_id), auth_span.span_id);
+    drop(conn);
 
-    // Every span of the trace hangs off the caller's spans or another span of the trace.
+    // Every span of the trace hangs off the client's spans or another span of the trace, and no
+    // attribute holds the password.
+    let spans = receiver.of_trace(trace_id);
     let ids: Vec<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     for s in &spans {
         assert!(
@@ -301,7 +347,16 @@ async fn a_sign_up_and_a_transfer_are_server_spans_of_the_callers_trace_and_the_
             s.span_id,
             s.parent_span_id
         );
+        assert!(
+            s.attributes
+                .values()
+                .all(|v| !v.contains("correct-horse-42")),
+            "{s:#?}"
+        );
     }
 
+    mailer.stop().await.expect("mailer stops");
+    gateway.stop().await.expect("gateway stops");
     m.stop().await;
+    let _ = std::fs::remove_dir_all(mail_dir);
 }
