@@ -96,6 +96,14 @@ async fn every_services_metrics_parse_and_count_the_rpcs_and_the_money_of_a_tran
         .expect_err("more than the balance is refused");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
 
+    // The relay publishes the two sign-up events in the background: wait (generously) for it.
+    for _ in 0..300 {
+        let now = scrape(&m.auth).await;
+        if delta(&before[0], &now, "outbox_published_total", &[]) >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let mut after = Vec::new();
     for svc in services {
         after.push(scrape(svc).await);
@@ -177,6 +185,13 @@ async fn every_services_metrics_parse_and_count_the_rpcs_and_the_money_of_a_tran
         "amounts moved per currency"
     );
     assert!(delta(b, a, "idempotent_replays_total", &[]) >= 1.0);
+    // group commit (on by default): the deposit and the transfers went through batches
+    assert_eq!(
+        a.types.get("transfer_batch_size").map(String::as_str),
+        Some("histogram")
+    );
+    assert!(delta(b, a, "transfer_batch_size_count", &[]) >= 2.0);
+    assert!(delta(b, a, "transfer_queue_wait_seconds_count", &[]) >= 2.0);
     assert_eq!(
         a.types.get("transfers_total").map(String::as_str),
         Some("counter")
@@ -200,6 +215,10 @@ async fn every_services_metrics_parse_and_count_the_rpcs_and_the_money_of_a_tran
         16.0,
         "auth's Redis pool (TestRedis's size)"
     );
+
+    // Events: both sign-ups went through the outbox; the backlog gauge is reported.
+    assert!(delta(&before[0], &after[0], "outbox_published_total", &[]) >= 2.0);
+    assert!(after[0].has("outbox_backlog"));
 
     // Identity: the failed login is counted.
     assert!(delta(&before[0], &after[0], "login_failures_total", &[]) >= 1.0);
