@@ -89,6 +89,13 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     // answers carry tokens and balances: no cache along the way may keep them
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // the request span (make_span) is current: the route template and outcome for the trace
+    let span = tracing::Span::current();
+    span.record("http.route", route_label.as_str());
+    span.record("http.response.status_code", resp.status().as_u16());
+    if resp.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     let status = resp.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "route" => route_label.clone(), "method" => method.to_string(), "status" => status).increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route_label)

@@ -280,6 +280,17 @@ async fn sign_up_and_transfer_through_the_gateway_are_one_trace_from_gateway_to_
     }
     assert_eq!(gw_signup.parent_span_id, signup_parent);
     assert_eq!(gw_transfer.parent_span_id, transfer_parent);
+    assert_eq!(
+        gw_transfer.attributes.get("http.route").map(String::as_str),
+        Some("/v1/transfers")
+    );
+    assert_eq!(
+        gw_transfer
+            .attributes
+            .get("http.response.status_code")
+            .map(String::as_str),
+        Some("200")
+    );
     assert_eq!(auth_span.parent_span_id, gw_signup.span_id);
     assert_eq!(transfer_span.parent_span_id, gw_transfer.span_id);
     assert_eq!(
