@@ -525,7 +525,18 @@ async fn deliver(ctx: &Ctx, entry: &StreamId, ev: &UserEvent) -> anyhow::Result<
         }
         drop(conn); // do not hold a pooled connection across the (slow) send
 
-        match ctx.transport.send(message.clone()).await {
+        let send_span = tracing::info_span!(
+            "smtp",
+            otel.name = "mailer.send_email",
+            otel.kind = "client",
+            event_type
+        );
+        match ctx
+            .transport
+            .send(message.clone())
+            .instrument(send_span)
+            .await
+        {
             Ok(()) => {
                 metrics::counter!("emails_sent_total", "event_type" => event_type).increment(1);
                 // the address itself stays out of logs (personal data); the domain helps with
@@ -573,6 +584,7 @@ async fn deliver(ctx: &Ctx, entry: &StreamId, ev: &UserEvent) -> anyhow::Result<
 /// keeps trying (a Redis blip must not cost a duplicate), with the entry still marked in flight so
 /// this process does not pick it up again. Only if Redis stays away longer than the lease can
 /// another replica take the event over and resend it.
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "mailer.record_sent", otel.kind = "client", db.system = "redis"))]
 async fn record_sent(ctx: &Ctx, id: &str, state_key: &str, attempts_key: &str) {
     let mut failures = 0u32;
     loop {
@@ -648,6 +660,7 @@ async fn heartbeat(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
 }
 
 /// Deletes the lease only if it is still ours (it may have expired and been taken by another).
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "mailer.release_lease", otel.kind = "client", db.system = "redis"))]
 async fn release_lease(
     conn: &mut MultiplexedConnection,
     key: &str,
@@ -660,6 +673,7 @@ async fn release_lease(
     Ok(())
 }
 
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "mailer.ack", otel.kind = "client", db.system = "redis"))]
 async fn ack(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     let mut conn = ctx.pool.get().await?;
     let _: i64 = redis::cmd("XACK")
@@ -673,6 +687,7 @@ async fn ack(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
 
 /// Moves `entry` to the dead-letter stream with `error` and acknowledges it, in one MULTI so a
 /// crash cannot leave it half done.
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "mailer.dead_letter", otel.kind = "client", db.system = "redis"))]
 async fn dead_letter(
     ctx: &Ctx,
     entry: &StreamId,

@@ -328,6 +328,17 @@ async fn sign_up_and_transfer_through_the_gateway_are_one_trace_from_gateway_to_
         mailer_span.attributes.get("event_type").map(String::as_str),
         Some("user.created")
     );
+    let sent = spans
+        .iter()
+        .find(|s| s.name == "mailer.send_email")
+        .unwrap_or_else(|| panic!("no mailer.send_email span in the trace: {spans:#?}"));
+    assert_eq!(sent.parent_span_id, mailer_span.span_id);
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "mailer.record_sent" && s.parent_span_id == mailer_span.span_id),
+        "recording the send (SET + XACK) is a child of the mailer's span"
+    );
     let stream_key = auth::relay::stream_key(&m.redis.prefix);
     let mut conn = m.redis.pool.get().await.unwrap();
     let reply: StreamRangeReply = redis::cmd("XRANGE")
