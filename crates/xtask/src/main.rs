@@ -105,7 +105,7 @@ async fn up(release: bool) -> anyhow::Result<()> {
     for (name, _) in SERVICES {
         children.push((
             name,
-            spawn(name, &bin_dir, &keys_dir, &database_url(), "var/mail")?,
+            spawn(name, &bin_dir, &keys_dir, &database_url(), "var/mail", &[])?,
         ));
     }
 
@@ -171,8 +171,10 @@ fn spawn(
     keys_dir: &Path,
     database_url: &str,
     mail_dir: &str,
+    extra_env: &[(&str, &str)],
 ) -> anyhow::Result<Child> {
     let mut cmd = Command::new(bin_dir.join(name));
+    cmd.envs(extra_env.iter().copied());
     cmd.env("TXN_DATABASE__URL", database_url)
         .env("TXN_REDIS__URL", redis_url())
         .env("TXN_TELEMETRY__LOG_FORMAT", "pretty")
