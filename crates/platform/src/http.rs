@@ -78,6 +78,12 @@ pub fn metrics_handle() -> PrometheusHandle {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ])
                 .expect("static buckets")
+                // a count, not seconds: transfers per group-commit batch
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("transfer_batch_size".into()),
+                    &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+                )
+                .expect("static buckets")
                 .build_recorder();
             let handle = recorder.handle();
             // another recorder may already be installed (e.g. in a test binary); keep ours rendering

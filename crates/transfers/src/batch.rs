@@ -167,6 +167,8 @@ impl Executor {
 
     /// One call of `ledger.transfer_batch`: `Ok` with each command's own result, in order, or
     /// `Err` when the whole call failed (nothing of it committed if the database reported it).
+    /// One client span per batch round trip, named after the statement, never with parameters.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "ledger.transfer_batch", otel.kind = "client", db.system = "postgresql", batch_size = cmds.len()))]
     async fn call(
         &self,
         cmds: &[&Command],

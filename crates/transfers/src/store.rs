@@ -38,6 +38,7 @@ pub struct EntryRow {
     pub created_at: DateTime<Utc>,
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "transfers.get_transfer", otel.kind = "client", db.system = "postgresql"))]
 pub async fn get_transfer(
     pool: &PgPool,
     id: i64,
@@ -59,6 +60,7 @@ pub async fn get_transfer(
 
 /// One page of an account's transfers (either direction), newest first. Two index range scans
 /// (`transfers_from_idx`, `transfers_to_idx`) merged, each bounded by the page size.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "transfers.list_transfers", otel.kind = "client", db.system = "postgresql"))]
 pub async fn list_transfers(
     pool: &PgPool,
     account: AccountId,
@@ -86,6 +88,7 @@ pub async fn list_transfers(
 }
 
 /// One page of an account's statement, newest first.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "transfers.list_entries", otel.kind = "client", db.system = "postgresql"))]
 pub async fn list_entries(
     pool: &PgPool,
     account: AccountId,
@@ -106,6 +109,7 @@ pub async fn list_entries(
 }
 
 /// Deletes at most `batch` idempotency keys older than `retention_hours`; returns how many.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "transfers.delete_expired_keys", otel.kind = "client", db.system = "postgresql"))]
 pub async fn delete_expired_keys(
     pool: &PgPool,
     retention_hours: u32,

@@ -573,4 +573,9 @@ async fn batch_metrics_are_exported() {
             "{name} missing:\n{text}"
         );
     }
+    // batch sizes are counted in transfers, not bucketed like seconds
+    assert!(
+        text.contains("transfer_batch_size_bucket{le=\"10\"}"),
+        "transfer_batch_size has count buckets:\n{text}"
+    );
 }
