@@ -181,6 +181,10 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         for round in 1..=args.rounds {
             println!("xtask bench: round {round}/{}", args.rounds);
             for (name, kind) in SCENARIOS {
+                // Every scenario starts from the same table state: the hot account's dead row
+                // versions of the previous scenario would otherwise slow the next one down (these
+                // machines run PostgreSQL with autovacuum off, so nothing else cleans them up).
+                vacuum_accounts(&args.database_url).await?;
                 let f = match kind {
                     Kind::Loadgen { target, mode } => {
                         loadgen(&bin_dir, &args, target, mode, None).await?
@@ -204,6 +208,16 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if !clean {
         bail!("a service did not stop cleanly");
     }
+    Ok(())
+}
+
+async fn vacuum_accounts(database_url: &str) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    sqlx::query("VACUUM (ANALYZE) ledger.accounts")
+        .execute(&pool)
+        .await
+        .context("VACUUM ledger.accounts")?;
+    pool.close().await;
     Ok(())
 }
 
