@@ -65,6 +65,9 @@ pub struct PasswordConfig {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    /// Hashes computed at once; more wait their turn. Each needs `argon2_memory_kib` of memory,
+    /// so this bounds what a burst of sign-ups or logins can take (4 × 19 MiB by default).
+    pub max_concurrent_hashes: usize,
 }
 
 impl Default for PasswordConfig {
@@ -73,6 +76,7 @@ impl Default for PasswordConfig {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            max_concurrent_hashes: 4,
         }
     }
 }

@@ -7,7 +7,13 @@
 //! The flow: [`crate::ledger::Ledger::apply`] puts a [`Pending`] on a bounded queue (full →
 //! `transfer_queue_full` at once) and awaits its own oneshot answer. The collector task takes
 //! the first waiting request, then more for at most `batch.window_us` or until `batch.max_size`,
-//! waits for one of `batch.max_in_flight` slots, and hands the batch to [`Executor::run`]:
+//! waits for one of `batch.max_in_flight` slots, and hands the batch to [`Executor::run`].
+//! With `batch.hold_conflicting` (the default) a batch that would lock an account a batch in
+//! flight holds (the hot account, a currency's system account) is held back until that batch has
+//! finished, and keeps taking new requests meanwhile: it would only wait for the same row lock
+//! inside PostgreSQL, holding a connection and a handful of transfers, so the hot account is
+//! updated by one big batch after another instead of by several small ones queued on its lock.
+//! Then:
 //! - requests whose caller is gone (deadline hit, cancelled) or whose deadline passed are
 //!   answered `deadline_exceeded` and not applied;
 //! - the rest go to the database in arrival order; each gets its own result (one transfer's
@@ -17,18 +23,22 @@
 //!   its own retry. If the connection broke so that a commit may have happened, only requests
 //!   with an idempotency key are retried (a replay is safe); the others get `outcome_unknown`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::{
-    sync::{Semaphore, mpsc, oneshot},
+    sync::{Notify, Semaphore, mpsc, oneshot},
     time::Instant as TokioInstant,
 };
 
 use crate::{
     config::BatchConfig,
-    domain::{AccountId, LedgerError},
+    domain::{AccountId, Currency, LedgerError},
     ledger::{Command, Outcome, record},
 };
 
@@ -53,6 +63,7 @@ async fn collect(mut rx: mpsc::Receiver<Pending>, exec: Executor, cfg: BatchConf
     let window = Duration::from_micros(cfg.window_us);
     let max = cfg.max_size;
     let slots = Arc::new(Semaphore::new(cfg.max_in_flight));
+    let busy = Arc::new(Busy::default());
     loop {
         let mut batch = Vec::with_capacity(max);
         if rx.recv_many(&mut batch, max).await == 0 {
@@ -76,11 +87,130 @@ async fn collect(mut rx: mpsc::Receiver<Pending>, exec: Executor, cfg: BatchConf
                 Err(_) => break,
             }
         }
+        if cfg.hold_conflicting {
+            hold_while_conflicting(&mut batch, &mut rx, &busy, max).await;
+        }
+        let locks = Busy::take(&busy, &batch);
         let exec = exec.clone();
         tokio::spawn(async move {
             exec.run(batch).await;
+            drop(locks); // also when `run` panics: a stuck mark would hold later batches back
             drop(slot);
         });
+    }
+}
+
+/// While `batch` would lock an account that a batch in flight holds, waits for batches to
+/// finish, taking newly arrived requests into `batch` meanwhile (up to `max`). Gives up holding
+/// when the batch is full, the queue closed or after [`HOLD_AT_MOST`]: the database's row locks
+/// keep it correct anyway; holding only spares a connection and makes the next batch bigger.
+async fn hold_while_conflicting(
+    batch: &mut Vec<Pending>,
+    rx: &mut mpsc::Receiver<Pending>,
+    busy: &Busy,
+    max: usize,
+) {
+    let mut held = false;
+    let until = TokioInstant::now() + HOLD_AT_MOST;
+    while batch.len() < max {
+        // registered before the check, so a batch finishing in between is not missed
+        let finished = busy.finished.notified();
+        tokio::pin!(finished);
+        finished.as_mut().enable();
+        if !busy.conflicts(batch) {
+            break;
+        }
+        held = true;
+        tokio::select! {
+            () = &mut finished => {}
+            () = tokio::time::sleep_until(until) => break,
+            n = rx.recv_many(batch, max - batch.len()) => {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    if held {
+        metrics::counter!("transfer_batches_held_total").increment(1);
+    }
+}
+
+/// The longest a batch is held back for a conflicting one.
+const HOLD_AT_MOST: Duration = Duration::from_millis(250);
+
+/// What a batch locks: an account by id, or a currency's system account (deposits and
+/// withdrawals name it only by currency).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum LockKey {
+    Account(AccountId),
+    System(Currency),
+}
+
+impl LockKey {
+    fn of(cmd: &Command) -> [LockKey; 2] {
+        let key = |a: Option<AccountId>| match a {
+            Some(id) => LockKey::Account(id),
+            None => LockKey::System(cmd.currency.clone()),
+        };
+        [key(cmd.from), key(cmd.to)]
+    }
+}
+
+/// The accounts locked by batches in flight (with how many batches lock each), and a signal
+/// raised whenever one finishes.
+#[derive(Default)]
+struct Busy {
+    locked: Mutex<HashMap<LockKey, u32>>,
+    finished: Notify,
+}
+
+impl Busy {
+    fn conflicts(&self, batch: &[Pending]) -> bool {
+        let locked = self.locked.lock().unwrap_or_else(|e| e.into_inner());
+        !locked.is_empty()
+            && batch
+                .iter()
+                .flat_map(|p| LockKey::of(&p.cmd))
+                .any(|k| locked.contains_key(&k))
+    }
+
+    /// Marks the batch's accounts as locked until the returned guard is dropped.
+    fn take(busy: &Arc<Busy>, batch: &[Pending]) -> Locks {
+        let mut keys: Vec<LockKey> = batch.iter().flat_map(|p| LockKey::of(&p.cmd)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut locked = busy.locked.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &keys {
+            *locked.entry(k.clone()).or_insert(0) += 1;
+        }
+        Locks {
+            busy: busy.clone(),
+            keys,
+        }
+    }
+}
+
+/// A batch's marks in [`Busy`]; dropping it clears them and wakes held batches.
+struct Locks {
+    busy: Arc<Busy>,
+    keys: Vec<LockKey>,
+}
+
+impl Drop for Locks {
+    fn drop(&mut self) {
+        {
+            let mut locked = self.busy.locked.lock().unwrap_or_else(|e| e.into_inner());
+            for k in &self.keys {
+                if let Some(n) = locked.get_mut(k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        locked.remove(k);
+                    }
+                }
+            }
+        }
+        self.busy.finished.notify_waiters();
     }
 }
 
@@ -280,5 +410,110 @@ impl BatchRow {
             replayed: self.replayed.ok_or_else(need)?,
         };
         outcome.check().map(|()| outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        domain::{Amount, Currencies},
+        ledger::Kind,
+    };
+
+    fn pending(from: Option<i64>, to: Option<i64>, currency: &str) -> Pending {
+        let currencies = Currencies::from_config(&["USD".into(), "EUR".into()]).unwrap();
+        let id = |a: Option<i64>| a.map(|a| AccountId::parse(a, "id").unwrap());
+        let kind = match (from, to) {
+            (None, _) => Kind::Deposit,
+            (_, None) => Kind::Withdrawal,
+            _ => Kind::Transfer,
+        };
+        Pending {
+            cmd: Command {
+                username: "alice".into(),
+                kind,
+                from: id(from),
+                to: id(to),
+                amount: Amount::parse(1, 100).unwrap(),
+                currency: currencies.parse(currency, "currency").unwrap(),
+                idempotency_key: None,
+            },
+            deadline: None,
+            enqueued: std::time::Instant::now(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_batch_conflicts_with_one_in_flight_only_through_a_shared_account() {
+        let busy = Arc::new(Busy::default());
+        let in_flight = [
+            pending(Some(1), Some(2), "USD"),
+            pending(None, Some(3), "USD"),
+        ];
+        assert!(!busy.conflicts(&in_flight), "nothing is in flight yet");
+        let locks = Busy::take(&busy, &in_flight);
+
+        assert!(
+            busy.conflicts(&[pending(Some(4), Some(2), "USD")]),
+            "shares account 2"
+        );
+        assert!(
+            busy.conflicts(&[pending(Some(5), None, "USD")]),
+            "USD system account"
+        );
+        assert!(
+            !busy.conflicts(&[pending(Some(5), None, "EUR")]),
+            "EUR system account is free"
+        );
+        assert!(
+            !busy.conflicts(&[pending(Some(4), Some(5), "USD")]),
+            "disjoint accounts"
+        );
+
+        let second = Busy::take(&busy, &[pending(Some(2), Some(6), "USD")]);
+        drop(locks);
+        assert!(
+            busy.conflicts(&[pending(Some(7), Some(2), "USD")]),
+            "2 is still held"
+        );
+        assert!(
+            !busy.conflicts(&[pending(Some(1), None, "USD")]),
+            "1 and USD system are free"
+        );
+        drop(second);
+        assert!(
+            busy.locked.lock().unwrap().is_empty(),
+            "every mark is cleared"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_held_batch_takes_new_requests_and_goes_when_the_conflicting_one_finishes() {
+        let busy = Arc::new(Busy::default());
+        let locks = Busy::take(&busy, &[pending(Some(1), Some(2), "USD")]);
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut batch = vec![pending(Some(3), Some(1), "USD")];
+        let holding = {
+            let busy = busy.clone();
+            tokio::spawn(async move {
+                hold_while_conflicting(&mut batch, &mut rx, &busy, 10).await;
+                batch.len()
+            })
+        };
+        tx.send(pending(Some(4), Some(1), "USD")).await.unwrap();
+        tx.send(pending(Some(5), Some(6), "USD")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!holding.is_finished(), "held while account 1 is in flight");
+        drop(locks);
+        let size = tokio::time::timeout(Duration::from_secs(5), holding)
+            .await
+            .expect("released when the conflicting batch finished")
+            .unwrap();
+        assert_eq!(
+            size, 3,
+            "the requests that arrived meanwhile joined the batch"
+        );
     }
 }

@@ -38,6 +38,9 @@ pub struct BatchConfig {
     /// Batches running against the database at once (1..=64; keep below
     /// `database.max_connections`).
     pub max_in_flight: usize,
+    /// Hold a batch back while a batch in flight locks one of its accounts (a hot account),
+    /// taking new requests into it meanwhile, instead of sending it to wait on the row lock.
+    pub hold_conflicting: bool,
 }
 
 impl Default for BatchConfig {
@@ -48,6 +51,7 @@ impl Default for BatchConfig {
             window_us: 1_000,
             queue_capacity: 4_096,
             max_in_flight: 4,
+            hold_conflicting: true,
         }
     }
 }

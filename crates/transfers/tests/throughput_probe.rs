@@ -83,10 +83,12 @@ async fn probe_batch_settings() {
         accounts.push((id, app.token(&owner)));
     }
     let hot = app.open("hot", "USD").await;
-    let settings: [Setting; 4] = [
+    let settings: [Setting; 6] = [
         ("batching off", |c| c.batch.enabled = false),
         ("defaults", |_| {}),
+        ("hold off", |c| c.batch.hold_conflicting = false),
         ("window 0", |c| c.batch.window_us = 0),
+        ("in flight 1", |c| c.batch.max_in_flight = 1),
         ("in flight 8", |c| c.batch.max_in_flight = 8),
     ];
     for (name, tweak) in settings {

@@ -1,6 +1,9 @@
-//! argon2id password hashing. Hashing is CPU-bound (tens of ms), so it runs on the blocking pool.
+//! argon2id password hashing. Hashing is CPU-bound (tens of ms) and takes `argon2_memory_kib` of
+//! memory, so it runs on the blocking pool, at most `max_concurrent_hashes` at once.
 
 use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 
@@ -14,6 +17,8 @@ pub struct Hasher {
     /// exist makes "unknown user" take as long as "wrong password".
     /// Computed on first use.
     dummy: Arc<OnceLock<String>>,
+    /// Bounds the hashes running at once (and so their memory).
+    permits: Arc<Semaphore>,
 }
 
 impl Hasher {
@@ -25,11 +30,27 @@ impl Hasher {
             None,
         )
         .map_err(|e| AuthError::Internal(format!("argon2 params: {e}")))?;
+        if cfg.max_concurrent_hashes == 0 {
+            return Err(AuthError::Internal(
+                "password.max_concurrent_hashes must be at least 1".into(),
+            ));
+        }
         let argon = Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params));
         Ok(Self {
             argon,
             dummy: Arc::new(OnceLock::new()),
+            permits: Arc::new(Semaphore::new(cfg.max_concurrent_hashes)),
         })
+    }
+
+    /// Waits for a turn to hash. The permit moves into the blocking task, so a caller that goes
+    /// away does not free the slot before the hash it started has finished.
+    async fn turn(&self) -> Result<OwnedSemaphorePermit, AuthError> {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
     /// OWASP parameters (m=19456 KiB, t=2, p=1).
@@ -40,9 +61,13 @@ impl Hasher {
     pub async fn hash(&self, password: &Password) -> Result<String, AuthError> {
         let argon = self.argon.clone();
         let pw = password.expose().to_owned();
-        tokio::task::spawn_blocking(move || hash_with(&argon, &pw))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?
+        let permit = self.turn().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash_with(&argon, &pw)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?
     }
 
     /// True when `password` matches `stored`; with `stored = None` it checks against the dummy
@@ -52,7 +77,11 @@ impl Hasher {
         let pw = password.to_owned();
         let exists = stored.is_some();
         let stored = stored.map(str::to_owned);
+        let Ok(permit) = self.turn().await else {
+            return false;
+        };
         let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let hash = stored.unwrap_or_else(|| this.dummy_hash());
             PasswordHash::new(&hash)
                 .map(|h| this.argon.verify_password(pw.as_bytes(), &h).is_ok())
@@ -104,5 +133,39 @@ mod tests {
         assert!(h.verify("correct horse", Some(&stored)).await);
         assert!(!h.verify("wrong horse", Some(&stored)).await);
         assert!(!h.verify("correct horse", None).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_than_the_configured_hashes_run_at_once() {
+        let cfg = PasswordConfig {
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            max_concurrent_hashes: 2,
+            ..PasswordConfig::default()
+        };
+        let h = Hasher::new(&cfg).unwrap();
+        let pw = Password::parse("correct horse").unwrap();
+        let hold = [h.turn().await.unwrap(), h.turn().await.unwrap()];
+        let waiting = {
+            let h = h.clone();
+            let pw = pw.clone();
+            tokio::spawn(async move { h.hash(&pw).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "a third hash waits while two run");
+        drop(hold);
+        let stored = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("it runs once a slot frees")
+            .unwrap()
+            .unwrap();
+        assert!(h.verify("correct horse", Some(&stored)).await);
+        assert!(
+            Hasher::new(&PasswordConfig {
+                max_concurrent_hashes: 0,
+                ..PasswordConfig::default()
+            })
+            .is_err()
+        );
     }
 }
