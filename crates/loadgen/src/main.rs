@@ -139,88 +139,110 @@ async fn login(
     Ok(r.into_inner().access_token)
 }
 
-/// Creates (or reuses) the users and accounts, each funded by a banker deposit.
+/// Users set up at once: logins are argon2id hashes, which the auth service runs a few at a time.
+const SETUP_CONCURRENCY: usize = 8;
+
+/// Creates (or reuses) the users and accounts, each funded by a banker deposit, a few users at a
+/// time. The parties come back in account id order (party 0 has the lowest id), as the pgbench
+/// scripts number them (`bench/setup.sql`).
 async fn setup(args: &Args, gw: Channel) -> anyhow::Result<(String, Vec<Party>)> {
+    use futures::{StreamExt, TryStreamExt};
+
     let mut auth = AuthServiceClient::new(gw.clone());
-    let mut accounts = AccountsServiceClient::new(gw.clone());
-    let mut transfers = TransfersServiceClient::new(gw);
     let banker = login(&mut auth, &args.banker, &args.banker_password).await?;
     let db = sqlx::PgPool::connect(&args.database_url)
         .await
         .with_context(|| format!("cannot reach {}", args.database_url))?;
-    let password = "loadgen-password-1";
-    let mut parties = Vec::with_capacity(args.accounts);
-    for i in 0..args.accounts {
-        let username = format!("lg_{}_{i}", args.tag);
-        match auth
-            .create_user(CreateUserRequest {
-                username: username.clone(),
-                full_name: format!("Load Gen {i}"),
-                email: format!("{username}@example.com"),
-                password: password.into(),
-            })
-            .await
-        {
-            Ok(_) => {
-                // the user clicks the link in the email: its id and code are in auth.verify_emails
-                let (email_id, secret_code): (i64, String) = sqlx::query_as(
-                    "SELECT id, secret_code FROM auth.verify_emails WHERE username = $1 ORDER BY id DESC LIMIT 1",
-                )
-                .bind(&username)
-                .fetch_one(&db)
-                .await?;
-                auth.verify_email(VerifyEmailRequest {
-                    email_id,
-                    secret_code,
-                })
-                .await?;
-            }
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-            Err(s) => bail!("create user {username}: {s}"),
-        }
-        let token = login(&mut auth, &username, password).await?;
-        let account_id = match accounts
-            .create_account(bearer(
-                CreateAccountRequest {
-                    currency: "USD".into(),
-                },
-                &token,
-            ))
-            .await
-        {
-            Ok(a) => a.into_inner().id,
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                let list = accounts
-                    .list_accounts(bearer(
-                        proto::accounts::v1::ListAccountsRequest::default(),
-                        &token,
-                    ))
-                    .await?
-                    .into_inner();
-                list.accounts
-                    .into_iter()
-                    .find(|a| a.currency == "USD")
-                    .context("account exists but is not listed")?
-                    .id
-            }
-            Err(s) => bail!("create account for {username}: {s}"),
-        };
-        transfers
-            .deposit(bearer(
-                DepositRequest {
-                    account_id,
-                    amount: 10_000_000,
-                    currency: "USD".into(),
-                    request_id: uuid::Uuid::new_v4().to_string(),
-                },
-                &banker,
-            ))
-            .await
-            .with_context(|| format!("deposit into {account_id}"))?;
-        parties.push(Party { token, account_id });
-    }
+    let mut parties: Vec<Party> = futures::stream::iter(0..args.accounts)
+        .map(|i| setup_party(args, &gw, &db, &banker, i))
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .try_collect()
+        .await?;
+    parties.sort_by_key(|p| p.account_id);
     db.close().await;
     Ok((banker, parties))
+}
+
+/// User `i`: signs up and verifies the email (unless it exists), logs in, opens a USD account
+/// (or finds it) and has the banker fund it.
+async fn setup_party(
+    args: &Args,
+    gw: &Channel,
+    db: &sqlx::PgPool,
+    banker: &str,
+    i: usize,
+) -> anyhow::Result<Party> {
+    let mut auth = AuthServiceClient::new(gw.clone());
+    let mut accounts = AccountsServiceClient::new(gw.clone());
+    let mut transfers = TransfersServiceClient::new(gw.clone());
+    let password = "loadgen-password-1";
+    let username = format!("lg_{}_{i}", args.tag);
+    match auth
+        .create_user(CreateUserRequest {
+            username: username.clone(),
+            full_name: format!("Load Gen {i}"),
+            email: format!("{username}@example.com"),
+            password: password.into(),
+        })
+        .await
+    {
+        Ok(_) => {
+            // the user clicks the link in the email: its id and code are in auth.verify_emails
+            let (email_id, secret_code): (i64, String) = sqlx::query_as(
+                "SELECT id, secret_code FROM auth.verify_emails WHERE username = $1 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(&username)
+            .fetch_one(db)
+            .await?;
+            auth.verify_email(VerifyEmailRequest {
+                email_id,
+                secret_code,
+            })
+            .await?;
+        }
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+        Err(s) => bail!("create user {username}: {s}"),
+    }
+    let token = login(&mut auth, &username, password).await?;
+    let account_id = match accounts
+        .create_account(bearer(
+            CreateAccountRequest {
+                currency: "USD".into(),
+            },
+            &token,
+        ))
+        .await
+    {
+        Ok(a) => a.into_inner().id,
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            let list = accounts
+                .list_accounts(bearer(
+                    proto::accounts::v1::ListAccountsRequest::default(),
+                    &token,
+                ))
+                .await?
+                .into_inner();
+            list.accounts
+                .into_iter()
+                .find(|a| a.currency == "USD")
+                .context("account exists but is not listed")?
+                .id
+        }
+        Err(s) => bail!("create account for {username}: {s}"),
+    };
+    transfers
+        .deposit(bearer(
+            DepositRequest {
+                account_id,
+                amount: 10_000_000,
+                currency: "USD".into(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+            banker,
+        ))
+        .await
+        .with_context(|| format!("deposit into {account_id}"))?;
+    Ok(Party { token, account_id })
 }
 
 struct Outcome {
