@@ -36,6 +36,7 @@ impl Hasher {
             ));
         }
         let argon = Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params));
+        return_hash_memory_to_the_os();
         Ok(Self {
             argon,
             dummy: Arc::new(OnceLock::new()),
@@ -107,6 +108,27 @@ impl Hasher {
                 hash_with(&self.argon, &super::secrets::random_token()).unwrap_or_default()
             })
             .clone()
+    }
+}
+
+/// Makes glibc's malloc give every allocation of 1 MiB or more its own mapping, returned to the
+/// OS when freed. Without it, glibc raises its mmap threshold after the first 19 MiB argon2 block
+/// is freed and from then on serves those blocks from per-thread heaps that keep and fragment
+/// them: measured here, 320 verifications by 32 callers (4 at a time) left auth at 780 MB
+/// resident; with it, 80 MB (4 × 19 MiB and the rest). Process-wide and idempotent; only large
+/// allocations are affected, and auth makes few besides these.
+fn return_hash_memory_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only changes a tunable of glibc's allocator; it is thread-safe and
+            // takes plain integers.
+            let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024) };
+            if ok != 1 {
+                tracing::warn!("mallopt(M_MMAP_THRESHOLD) failed; argon2 memory may be retained");
+            }
+        });
     }
 }
 
