@@ -23,6 +23,9 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The public URL of the gateway, shown as the server in the OpenAPI document (empty: relative).
     pub public_base_url: String,
+    /// Browser origins (e.g. `https://app.example.com`) allowed to call the HTTP API from their
+    /// pages (CORS). Empty, the default: no CORS headers, so browsers refuse cross-origin calls.
+    pub cors_allowed_origins: Vec<String>,
     pub server: ServerConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -37,6 +40,10 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// API requests in flight at once over HTTP; more are answered 503 at once.
     pub concurrency_limit: usize,
+    /// Time a client has to send a request's headers on an HTTP/1 connection (idle keep-alive
+    /// connections included); past it the connection is closed, so slow senders cannot hold
+    /// connections open (slowloris).
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -45,6 +52,7 @@ impl Default for Limits {
             body_limit_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
             concurrency_limit: 1024,
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -97,6 +105,7 @@ impl Default for Config {
             rate_limit: RateLimit::default(),
             trusted_proxies: Vec::new(),
             public_base_url: String::new(),
+            cors_allowed_origins: Vec::new(),
             server: ServerConfig::with_ports(9090, 8080),
             telemetry: TelemetryConfig::default(),
         }

@@ -1,7 +1,7 @@
 //! Builds the gateway from config and runs it until shutdown: the HTTP/JSON door (with OpenAPI,
 //! Swagger UI, health and metrics) and the gRPC door (proxy, reflection, health).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{Router, response::IntoResponse};
@@ -47,7 +47,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         .filter(|r| cfg.rate_limit.methods.iter().any(|m| m == r.full_name()))
         .map(|r| r.grpc_path.clone())
         .collect();
-    let router = http_router(&cfg, table, upstreams.clone(), limiter.clone());
+    let router = http_router(&cfg, table, upstreams.clone(), limiter.clone())?;
     let proxy = Arc::new(Proxy {
         upstreams,
         trusted_proxies: cfg.trusted_proxies.clone(),
@@ -77,7 +77,19 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
                 .await,
             )
         },
-        async { stop_on_error(serve_http(listeners.http, router, shutdown.clone(), grace).await) }
+        async {
+            let header_read_timeout = Duration::from_millis(cfg.limits.header_read_timeout_ms);
+            stop_on_error(
+                serve_http(
+                    listeners.http,
+                    router,
+                    header_read_timeout,
+                    shutdown.clone(),
+                    grace,
+                )
+                .await,
+            )
+        }
     );
     // the last spans of the drained requests would otherwise die with the process
     platform::telemetry::flush().await;
@@ -90,14 +102,14 @@ pub fn http_router(
     table: RouteTable,
     upstreams: Upstreams,
     limiter: Arc<RateLimiter>,
-) -> Router {
+) -> anyhow::Result<Router> {
     // install the Prometheus recorder before the first request counts anything
     let _ = platform::http::metrics_handle();
     let document = openapi::document(&table, &cfg.public_base_url);
     let readiness = readiness(&upstreams);
     let gateway = Arc::new(Gateway::new(cfg, table, upstreams, limiter));
     let api = Router::new().fallback(http_api::handle).with_state(gateway);
-    platform::http::router(readiness)
+    let router = platform::http::router(readiness)
         .merge(Router::from(
             SwaggerUi::new("/swagger").external_url_unchecked("/openapi.json", document),
         ))
@@ -123,7 +135,55 @@ pub fn http_router(
         // outermost: a request without an id gets one before it is logged and forwarded
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             tower_http::request_id::MakeRequestUuid,
-        ))
+        ));
+    Ok(match cors(&cfg.cors_allowed_origins)? {
+        // outside everything: a preflight is answered before routing, limits and logging
+        Some(layer) => router.layer(layer),
+        None => router,
+    })
+}
+
+/// CORS for the configured browser origins (none configured: no layer, no CORS headers). The
+/// API is called with a bearer token, never cookies, so credentials are not allowed.
+fn cors(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use http::{HeaderName, HeaderValue, Method};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let origins = origins
+        .iter()
+        .map(|o| {
+            let o = o.trim().trim_end_matches('/');
+            anyhow::ensure!(
+                o.starts_with("https://") || o.starts_with("http://"),
+                "cors_allowed_origins: {o:?} is not an origin like https://app.example.com"
+            );
+            HeaderValue::from_str(o).with_context(|| format!("cors_allowed_origins: {o:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                http::header::AUTHORIZATION,
+                http::header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("traceparent"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                http::header::RETRY_AFTER,
+            ])
+            .max_age(Duration::from_secs(600)),
+    ))
 }
 
 /// One span per HTTP request: method, path and the client's request id (never headers, which
@@ -178,26 +238,68 @@ fn readiness(upstreams: &Upstreams) -> Readiness {
     readiness
 }
 
+/// Serves HTTP/1 and HTTP/2 (cleartext) on `listener` until shutdown, then lets the requests in
+/// flight finish within `grace`. Written out rather than `axum::serve` for one reason: HTTP/1
+/// connections get a header read timeout, so a client that sends its headers slowly (or holds an
+/// idle keep-alive connection) is cut off instead of holding the connection for ever.
 async fn serve_http(
     listener: TcpListener,
     router: Router,
+    header_read_timeout: Duration,
     shutdown: Shutdown,
     grace: Duration,
 ) -> anyhow::Result<()> {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
+    use tower::ServiceExt;
+
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP/JSON listening (/openapi.json, /swagger/, /healthz, /readyz, /metrics)");
-    let stop = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.wait().await });
-    let mut result = Ok(());
-    let finished = platform::shutdown::drain_within(&shutdown, grace, async {
-        result = server.await;
-    })
-    .await;
-    result.context("HTTP server failed")?;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let connections = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // out of file descriptors and the like: back off instead of spinning
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        // what `into_make_service_with_connect_info` gives handlers: the peer address
+        let service =
+            router
+                .clone()
+                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let conn = connections.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener); // refuse new connections while the open ones drain
+    let finished = platform::shutdown::drain_within(&shutdown, grace, connections.shutdown()).await;
     if !finished {
         tracing::warn!("HTTP server stopped before in-flight requests finished");
     }

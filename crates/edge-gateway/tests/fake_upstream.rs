@@ -635,3 +635,128 @@ async fn openapi_swagger_health_and_metrics_are_served() {
         .unwrap();
     assert!(metrics.contains("http_requests_total"), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = Mesh::start(|c| c.limits.header_read_timeout_ms = 300).await;
+    let addr = m
+        .gateway
+        .http_url()
+        .trim_start_matches("http://")
+        .to_owned();
+
+    // a whole request in time is answered, and the connection stays usable
+    let mut ok = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = ok.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    // half the headers, then nothing: closed soon after the timeout, without an answer
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was still open after 10 s");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("200 OK"),
+        "a partial request was answered: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "cut off before the timeout: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_configured_origins() {
+    // none configured (the default): no CORS headers at all
+    let m = Mesh::start(|_| {}).await;
+    let resp = m
+        .http
+        .get(m.url("/healthz"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    drop(m);
+
+    let m = Mesh::start(|c| c.cors_allowed_origins = vec!["https://app.example.com/".into()]).await;
+    // a preflight from the allowed origin names what the API needs
+    let resp = m
+        .http
+        .request(reqwest::Method::OPTIONS, m.url("/v1/users"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,idempotency-key",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    for name in ["authorization", "content-type", "idempotency-key"] {
+        assert!(allowed.contains(name), "{allowed}");
+    }
+    assert!(h.get("access-control-allow-credentials").is_none());
+    // a real call carries the header; another origin gets none
+    let (status, headers, _) = m
+        .send(
+            m.http
+                .get(m.url("/healthz"))
+                .header("origin", "https://app.example.com"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let resp = m
+        .http
+        .get(m.url("/healthz"))
+        .header("origin", "https://evil.example.net")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn an_origin_that_is_not_an_origin_stops_start_up() {
+    let cfg = Config {
+        cors_allowed_origins: vec!["app.example.com".into()],
+        ..Config::default()
+    };
+    let listeners = platform::Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let err = edge_gateway::startup::run(cfg, listeners, platform::Shutdown::new())
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("cors_allowed_origins"),
+        "{err:#}"
+    );
+}
