@@ -173,10 +173,12 @@ async fn setup_party(
     i: usize,
 ) -> anyhow::Result<Party> {
     let mut auth = AuthServiceClient::new(gw.clone());
-    let mut accounts = AccountsServiceClient::new(gw.clone());
-    let mut transfers = TransfersServiceClient::new(gw.clone());
     let password = "loadgen-password-1";
     let username = format!("lg_{}_{i}", args.tag);
+    // a user from an earlier run just logs in (one argon2id hash instead of two)
+    if let Ok(token) = login(&mut auth, &username, password).await {
+        return open_and_fund(gw, banker, token).await;
+    }
     match auth
         .create_user(CreateUserRequest {
             username: username.clone(),
@@ -204,6 +206,13 @@ async fn setup_party(
         Err(s) => bail!("create user {username}: {s}"),
     }
     let token = login(&mut auth, &username, password).await?;
+    open_and_fund(gw, banker, token).await
+}
+
+/// Opens the user's USD account (or finds it) and has the banker fund it.
+async fn open_and_fund(gw: &Channel, banker: &str, token: String) -> anyhow::Result<Party> {
+    let mut accounts = AccountsServiceClient::new(gw.clone());
+    let mut transfers = TransfersServiceClient::new(gw.clone());
     let account_id = match accounts
         .create_account(bearer(
             CreateAccountRequest {
@@ -228,7 +237,7 @@ async fn setup_party(
                 .context("account exists but is not listed")?
                 .id
         }
-        Err(s) => bail!("create account for {username}: {s}"),
+        Err(s) => bail!("create account: {s}"),
     };
     transfers
         .deposit(bearer(

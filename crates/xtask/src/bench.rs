@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::process::Command;
 
-use crate::{SERVICES, build, migrate_url, root, spawn, stop_all, wait_ready};
+use crate::{SERVICES, build, migrate_url, root, spawn_logging_to, stop_all, wait_ready, wait_url};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -38,6 +38,8 @@ pub struct BenchArgs {
 }
 
 const BANKER: &str = "loadgen_banker";
+/// gRPC address of the second transfers instance (`batch.hold_conflicting = false`).
+const NO_HOLD_GRPC: &str = "http://127.0.0.1:50063";
 const BANKER_PASSWORD: &str = "loadgen-banker-password";
 
 #[derive(Clone, Copy)]
@@ -45,6 +47,8 @@ enum Kind {
     Loadgen {
         target: &'static str,
         mode: &'static str,
+        /// false: the second transfers instance, run with `batch.hold_conflicting = false`
+        hold: bool,
     },
     Pgbench {
         script: &'static str,
@@ -52,12 +56,13 @@ enum Kind {
     },
 }
 
-const SCENARIOS: [(&str, Kind); 8] = [
+const SCENARIOS: [(&str, Kind); 10] = [
     (
         "ours grpc-direct uniform",
         Kind::Loadgen {
             target: "grpc-direct",
             mode: "uniform",
+            hold: true,
         },
     ),
     (
@@ -65,6 +70,7 @@ const SCENARIOS: [(&str, Kind); 8] = [
         Kind::Loadgen {
             target: "grpc-gateway",
             mode: "uniform",
+            hold: true,
         },
     ),
     (
@@ -72,6 +78,7 @@ const SCENARIOS: [(&str, Kind); 8] = [
         Kind::Loadgen {
             target: "http-gateway",
             mode: "uniform",
+            hold: true,
         },
     ),
     (
@@ -79,6 +86,23 @@ const SCENARIOS: [(&str, Kind); 8] = [
         Kind::Loadgen {
             target: "grpc-direct",
             mode: "hot",
+            hold: true,
+        },
+    ),
+    (
+        "ours grpc-direct uniform, no hold",
+        Kind::Loadgen {
+            target: "grpc-direct",
+            mode: "uniform",
+            hold: false,
+        },
+    ),
+    (
+        "ours grpc-direct hot, no hold",
+        Kind::Loadgen {
+            target: "grpc-direct",
+            mode: "hot",
+            hold: false,
         },
     ),
     (
@@ -137,32 +161,73 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 
     create_banker(&bin_dir, &keys_dir, &args.database_url).await?;
 
+    // Service output goes to files, as a container runtime would take it: relaying every log
+    // line through this process would cost CPU the services need (the machine is shared).
+    let log_dir = root.join("var/bench-logs");
+    std::fs::create_dir_all(&log_dir)?;
+    // every bench client comes from one IP: the gateway's per-IP limit on sign-up, login and
+    // renew would refuse the setup (it is a guard against guessing, not a capacity limit, and is
+    // off the transfer path being measured)
+    let common_env = [
+        ("EDGE_GATEWAY_RATE_LIMIT__PER_IP_PER_MINUTE", "0"),
+        ("AUTH_TELEMETRY__LOG_FORMAT", "json"),
+        ("ACCOUNTS_TELEMETRY__LOG_FORMAT", "json"),
+        ("TRANSFERS_TELEMETRY__LOG_FORMAT", "json"),
+        ("MAILER_TELEMETRY__LOG_FORMAT", "json"),
+        ("EDGE_GATEWAY_TELEMETRY__LOG_FORMAT", "json"),
+    ];
     let mut children = Vec::new();
     for (name, _) in SERVICES {
+        let log = log_dir.join(format!("{name}.log"));
         children.push((
             name,
-            spawn(
+            spawn_logging_to(
+                name,
                 name,
                 &bin_dir,
                 &keys_dir,
                 &args.database_url,
                 mail_dir,
-                // every bench client comes from one IP: the gateway's per-IP limit on sign-up,
-                // login and renew would refuse the setup (it is a guard against guessing, not a
-                // capacity limit, and is off the transfer path being measured)
-                &[("EDGE_GATEWAY_RATE_LIMIT__PER_IP_PER_MINUTE", "0")],
+                &common_env,
+                Some(&log),
             )?,
         ));
     }
+    // A second transfers instance, the same binary with `batch.hold_conflicting = false`, so the
+    // table shows what holding conflicting batches back does, side by side in the same run.
+    let mut no_hold_env = common_env.to_vec();
+    no_hold_env.extend([
+        ("TRANSFERS_SERVER__GRPC_ADDR", "127.0.0.1:50063"),
+        ("TRANSFERS_SERVER__HTTP_ADDR", "127.0.0.1:8093"),
+        ("TRANSFERS_BATCH__HOLD_CONFLICTING", "false"),
+    ]);
+    children.push((
+        "transfers (no hold)",
+        spawn_logging_to(
+            "transfers",
+            "transfers-nohold",
+            &bin_dir,
+            &keys_dir,
+            &args.database_url,
+            mail_dir,
+            &no_hold_env,
+            Some(&log_dir.join("transfers-nohold.log")),
+        )?,
+    ));
+    println!(
+        "xtask bench: service logs in {} (tail -f to watch)",
+        log_dir.display()
+    );
     let result = async {
         wait_ready().await?;
+        wait_url("transfers (no hold)", "http://127.0.0.1:8093/readyz").await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle: BTreeMap<&str, u64> = children
             .iter()
             .filter_map(|(n, c)| c.id().map(|pid| (*n, rss_kb(pid, "VmRSS"))))
             .collect();
         // setup through the public API: users, verification, accounts, deposits
-        loadgen(&bin_dir, &args, "grpc-direct", "uniform", Some(1)).await?;
+        loadgen(&bin_dir, &args, "grpc-direct", "uniform", true, Some(1)).await?;
         let pool = sqlx::PgPool::connect(&args.database_url).await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(std::fs::read_to_string(
             "bench/setup.sql",
@@ -186,8 +251,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 // machines run PostgreSQL with autovacuum off, so nothing else cleans them up).
                 vacuum_accounts(&args.database_url).await?;
                 let f = match kind {
-                    Kind::Loadgen { target, mode } => {
-                        loadgen(&bin_dir, &args, target, mode, None).await?
+                    Kind::Loadgen { target, mode, hold } => {
+                        loadgen(&bin_dir, &args, target, mode, hold, None).await?
                     }
                     Kind::Pgbench { script, hot } => pgbench(&args, script, hot).await?,
                 };
@@ -261,10 +326,17 @@ async fn loadgen(
     args: &BenchArgs,
     target: &str,
     mode: &str,
+    hold: bool,
     count: Option<u64>,
 ) -> anyhow::Result<Figure> {
+    let transfers = if hold {
+        "http://127.0.0.1:50053"
+    } else {
+        NO_HOLD_GRPC
+    };
     let out = Command::new(bin_dir.join("loadgen"))
         .args(["--target", target, "--mode", mode])
+        .args(["--transfers-grpc", transfers])
         .args(["--accounts", &args.accounts.to_string()])
         .args(["--clients", &args.clients.to_string()])
         .args(["--duration-secs", &args.duration_secs.to_string()])
@@ -406,6 +478,20 @@ fn print_table(
         (
             "hot ÷ uniform (ours, gRPC direct)",
             ratio(tps("ours grpc-direct hot"), tps("ours grpc-direct uniform")),
+        ),
+        (
+            "hot ÷ uniform (ours without holding conflicting batches)",
+            ratio(
+                tps("ours grpc-direct hot, no hold"),
+                tps("ours grpc-direct uniform, no hold"),
+            ),
+        ),
+        (
+            "ours hot: holding ÷ not holding conflicting batches",
+            ratio(
+                tps("ours grpc-direct hot"),
+                tps("ours grpc-direct hot, no hold"),
+            ),
         ),
         ("hot ÷ uniform (ceiling SQL)", ratio(tps("ceiling hot"), c)),
         (

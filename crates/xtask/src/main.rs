@@ -173,6 +173,31 @@ fn spawn(
     mail_dir: &str,
     extra_env: &[(&str, &str)],
 ) -> anyhow::Result<Child> {
+    spawn_logging_to(
+        name,
+        name,
+        bin_dir,
+        keys_dir,
+        database_url,
+        mail_dir,
+        extra_env,
+        None,
+    )
+}
+
+/// [`spawn`] under a display `label`; with `log_file` the service's output goes to that file
+/// (as a container runtime would take it) instead of being relayed to the terminal line by line.
+#[allow(clippy::too_many_arguments)]
+fn spawn_logging_to(
+    name: &'static str,
+    label: &'static str,
+    bin_dir: &Path,
+    keys_dir: &Path,
+    database_url: &str,
+    mail_dir: &str,
+    extra_env: &[(&str, &str)],
+    log_file: Option<&Path>,
+) -> anyhow::Result<Child> {
     let mut cmd = Command::new(bin_dir.join(name));
     cmd.envs(extra_env.iter().copied());
     cmd.env("TXN_DATABASE__URL", database_url)
@@ -189,9 +214,17 @@ fn spawn(
         .env("MAILER_TRANSPORT__KIND", "file")
         .env("MAILER_TRANSPORT__FILE_DIR", mail_dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .kill_on_drop(true);
+    match log_file {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            cmd.stdout(file.try_clone()?).stderr(file);
+        }
+        None => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+    }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {name}"))?;
@@ -211,7 +244,7 @@ fn spawn(
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                println!("[{name:>12}] {line}");
+                println!("[{label:>12}] {line}");
             }
         });
     }
@@ -219,20 +252,25 @@ fn spawn(
 }
 
 async fn wait_ready() -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
     for (name, url) in SERVICES {
-        loop {
-            if http_ok(url).await {
-                println!("xtask: {name} is ready");
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("{name} not ready after 60 s ({url})");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_url(name, url).await?;
     }
     Ok(())
+}
+
+/// Waits up to 60 s for `url` to answer 200.
+async fn wait_url(name: &str, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if http_ok(url).await {
+            println!("xtask: {name} is ready");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{name} not ready after 60 s ({url})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// A minimal GET over TCP: true on a 200 answer.
