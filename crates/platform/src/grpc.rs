@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::Routes;
+use tonic::{service::Routes, transport::server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -78,14 +77,20 @@ pub async fn serve(
         .concurrency_limit_per_connection(cfg.concurrency_limit_per_connection)
         .layer(layers)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            stop.wait().await;
-            for name in ["grpc.health.v1.Health"] {
-                reporter
-                    .set_service_status(name, ServingStatus::NotServing)
-                    .await;
-            }
-        });
+        // TCP_NODELAY on every accepted connection: without it a response written in more than
+        // one piece (the gateway's proxy forwards data and trailers as they arrive) waits for
+        // the client's delayed ACK, ~40 ms, which was the p99 of gRPC through the gateway
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                stop.wait().await;
+                for name in ["grpc.health.v1.Health"] {
+                    reporter
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
+                }
+            },
+        );
     let mut result = Ok(());
     let finished = crate::shutdown::drain_within(&shutdown, grace, async {
         result = server.await;

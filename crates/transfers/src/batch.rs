@@ -8,7 +8,7 @@
 //! `transfer_queue_full` at once) and awaits its own oneshot answer. The collector task takes
 //! the first waiting request, then more for at most `batch.window_us` or until `batch.max_size`,
 //! waits for one of `batch.max_in_flight` slots, and hands the batch to [`Executor::run`].
-//! With `batch.hold_conflicting` (the default) a batch that would lock an account a batch in
+//! With `batch.hold_conflicting` (off by default; see its docs) a batch that would lock an account a batch in
 //! flight holds (the hot account, a currency's system account) is held back until that batch has
 //! finished, and keeps taking new requests meanwhile: it would only wait for the same row lock
 //! inside PostgreSQL, holding a connection and a handful of transfers, so the hot account is

@@ -225,7 +225,9 @@ async fn a_mixed_batch_answers_each_caller_on_its_own_and_applies_only_the_good_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_hammering_one_hot_account_never_deadlock_and_conserve_money() {
     let app = App::start().await;
-    let (replica, _running) = app.replica(|_| {}).await;
+    // the second replica holds conflicting batches back (`batch.hold_conflicting`), so both
+    // ways of sending batches run against the hot account at once
+    let (replica, _running) = app.replica(|cfg| cfg.batch.hold_conflicting = true).await;
     let shop = app.open("shop", "USD").await;
     app.deposit(shop, 2_000, "USD").await;
     let mut customers = Vec::new();

@@ -86,7 +86,7 @@ async fn probe_batch_settings() {
     let settings: [Setting; 6] = [
         ("batching off", |c| c.batch.enabled = false),
         ("defaults", |_| {}),
-        ("hold off", |c| c.batch.hold_conflicting = false),
+        ("hold on", |c| c.batch.hold_conflicting = true),
         ("window 0", |c| c.batch.window_us = 0),
         ("in flight 1", |c| c.batch.max_in_flight = 1),
         ("in flight 8", |c| c.batch.max_in_flight = 8),

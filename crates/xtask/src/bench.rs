@@ -38,8 +38,8 @@ pub struct BenchArgs {
 }
 
 const BANKER: &str = "loadgen_banker";
-/// gRPC address of the second transfers instance (`batch.hold_conflicting = false`).
-const NO_HOLD_GRPC: &str = "http://127.0.0.1:50063";
+/// gRPC address of the second transfers instance (`batch.hold_conflicting = true`).
+const HOLD_GRPC: &str = "http://127.0.0.1:50063";
 const BANKER_PASSWORD: &str = "loadgen-banker-password";
 
 #[derive(Clone, Copy)]
@@ -47,7 +47,7 @@ enum Kind {
     Loadgen {
         target: &'static str,
         mode: &'static str,
-        /// false: the second transfers instance, run with `batch.hold_conflicting = false`
+        /// true: the second transfers instance, run with `batch.hold_conflicting = true`
         hold: bool,
     },
     Pgbench {
@@ -62,7 +62,7 @@ const SCENARIOS: [(&str, Kind); 10] = [
         Kind::Loadgen {
             target: "grpc-direct",
             mode: "uniform",
-            hold: true,
+            hold: false,
         },
     ),
     (
@@ -70,7 +70,7 @@ const SCENARIOS: [(&str, Kind); 10] = [
         Kind::Loadgen {
             target: "grpc-gateway",
             mode: "uniform",
-            hold: true,
+            hold: false,
         },
     ),
     (
@@ -78,7 +78,7 @@ const SCENARIOS: [(&str, Kind); 10] = [
         Kind::Loadgen {
             target: "http-gateway",
             mode: "uniform",
-            hold: true,
+            hold: false,
         },
     ),
     (
@@ -86,23 +86,23 @@ const SCENARIOS: [(&str, Kind); 10] = [
         Kind::Loadgen {
             target: "grpc-direct",
             mode: "hot",
+            hold: false,
+        },
+    ),
+    (
+        "ours grpc-direct uniform, holding",
+        Kind::Loadgen {
+            target: "grpc-direct",
+            mode: "uniform",
             hold: true,
         },
     ),
     (
-        "ours grpc-direct uniform, no hold",
-        Kind::Loadgen {
-            target: "grpc-direct",
-            mode: "uniform",
-            hold: false,
-        },
-    ),
-    (
-        "ours grpc-direct hot, no hold",
+        "ours grpc-direct hot, holding",
         Kind::Loadgen {
             target: "grpc-direct",
             mode: "hot",
-            hold: false,
+            hold: true,
         },
     ),
     (
@@ -193,25 +193,25 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             )?,
         ));
     }
-    // A second transfers instance, the same binary with `batch.hold_conflicting = false`, so the
+    // A second transfers instance, the same binary with `batch.hold_conflicting = true`, so the
     // table shows what holding conflicting batches back does, side by side in the same run.
-    let mut no_hold_env = common_env.to_vec();
-    no_hold_env.extend([
+    let mut hold_env = common_env.to_vec();
+    hold_env.extend([
         ("TRANSFERS_SERVER__GRPC_ADDR", "127.0.0.1:50063"),
         ("TRANSFERS_SERVER__HTTP_ADDR", "127.0.0.1:8093"),
-        ("TRANSFERS_BATCH__HOLD_CONFLICTING", "false"),
+        ("TRANSFERS_BATCH__HOLD_CONFLICTING", "true"),
     ]);
     children.push((
-        "transfers (no hold)",
+        "transfers (holding)",
         spawn_logging_to(
             "transfers",
-            "transfers-nohold",
+            "transfers-holding",
             &bin_dir,
             &keys_dir,
             &args.database_url,
             mail_dir,
-            &no_hold_env,
-            Some(&log_dir.join("transfers-nohold.log")),
+            &hold_env,
+            Some(&log_dir.join("transfers-holding.log")),
         )?,
     ));
     println!(
@@ -220,14 +220,14 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     );
     let result = async {
         wait_ready().await?;
-        wait_url("transfers (no hold)", "http://127.0.0.1:8093/readyz").await?;
+        wait_url("transfers (holding)", "http://127.0.0.1:8093/readyz").await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle: BTreeMap<&str, u64> = children
             .iter()
             .filter_map(|(n, c)| c.id().map(|pid| (*n, rss_kb(pid, "VmRSS"))))
             .collect();
         // setup through the public API: users, verification, accounts, deposits
-        loadgen(&bin_dir, &args, "grpc-direct", "uniform", true, Some(1)).await?;
+        loadgen(&bin_dir, &args, "grpc-direct", "uniform", false, Some(1)).await?;
         let pool = sqlx::PgPool::connect(&args.database_url).await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(std::fs::read_to_string(
             "bench/setup.sql",
@@ -330,9 +330,9 @@ async fn loadgen(
     count: Option<u64>,
 ) -> anyhow::Result<Figure> {
     let transfers = if hold {
-        "http://127.0.0.1:50053"
+        HOLD_GRPC
     } else {
-        NO_HOLD_GRPC
+        "http://127.0.0.1:50053"
     };
     let out = Command::new(bin_dir.join("loadgen"))
         .args(["--target", target, "--mode", mode])
@@ -480,17 +480,17 @@ fn print_table(
             ratio(tps("ours grpc-direct hot"), tps("ours grpc-direct uniform")),
         ),
         (
-            "hot ÷ uniform (ours without holding conflicting batches)",
+            "hot ÷ uniform (ours holding conflicting batches)",
             ratio(
-                tps("ours grpc-direct hot, no hold"),
-                tps("ours grpc-direct uniform, no hold"),
+                tps("ours grpc-direct hot, holding"),
+                tps("ours grpc-direct uniform, holding"),
             ),
         ),
         (
             "ours hot: holding ÷ not holding conflicting batches",
             ratio(
                 tps("ours grpc-direct hot"),
-                tps("ours grpc-direct hot, no hold"),
+                tps("ours grpc-direct hot, holding"),
             ),
         ),
         ("hot ÷ uniform (ceiling SQL)", ratio(tps("ceiling hot"), c)),
