@@ -92,6 +92,8 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     // the request span (make_span) is current: the route template and outcome for the trace
     let span = tracing::Span::current();
     span.record("http.route", route_label.as_str());
+    // named by the template, not the path: ids in span names would make every name unique
+    span.record("otel.name", format!("{method} {route_label}"));
     span.record("http.response.status_code", resp.status().as_u16());
     if resp.status().is_server_error() {
         span.record("otel.status_code", "ERROR");

@@ -178,10 +178,11 @@ impl Keys {
     }
 
     /// A token maker of the configured kind.
+    /// The maker of `kind`; its `verify` remembers tokens it has verified (see [`Verified`]).
     pub fn maker(&self, kind: TokenKind) -> Arc<dyn TokenMaker> {
         match kind {
-            TokenKind::Paseto => Arc::new(PasetoMaker::new(self)),
-            TokenKind::Jwt => Arc::new(JwtMaker::new(self)),
+            TokenKind::Paseto => Arc::new(Verified::new(PasetoMaker::new(self))),
+            TokenKind::Jwt => Arc::new(Verified::new(JwtMaker::new(self))),
         }
     }
 }
@@ -228,6 +229,43 @@ fn decode32(b64: &str) -> Result<[u8; 32], TokenError> {
     bytes
         .try_into()
         .map_err(|_| TokenError::Key("key must be 32 bytes".into()))
+}
+
+/// A maker whose `verify` remembers the claims of tokens whose signature it has checked, so a
+/// client that sends the same access token with every call (all of them) costs one Ed25519
+/// verification per token, not per call. The key is the whole token text: the same bytes under
+/// the same public key verify the same way, so only expiry and type are checked again on a hit.
+/// Failed tokens are not remembered. Bounded by [`VERIFIED_TOKENS_REMEMBERED`].
+pub struct Verified<M> {
+    inner: M,
+    seen: quick_cache::sync::Cache<String, Claims>,
+}
+
+/// Tokens [`Verified`] remembers at most (a token is ~300 bytes: a few MB at most).
+pub const VERIFIED_TOKENS_REMEMBERED: usize = 10_000;
+
+impl<M: TokenMaker> Verified<M> {
+    pub fn new(inner: M) -> Self {
+        Self {
+            inner,
+            seen: quick_cache::sync::Cache::new(VERIFIED_TOKENS_REMEMBERED),
+        }
+    }
+}
+
+impl<M: TokenMaker> TokenMaker for Verified<M> {
+    fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
+        self.inner.sign(claims)
+    }
+
+    fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.seen.get(token) {
+            return check(claims);
+        }
+        let claims = self.inner.verify(token)?;
+        self.seen.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
 }
 
 fn check(claims: Claims) -> Result<Claims, TokenError> {
@@ -375,6 +413,64 @@ mod tests {
             true,
             Duration::from_secs(60),
         )
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_checked_for_expiry() {
+        let keys = Keys::generate();
+        let mut remembered = Vec::new();
+        for (name, m) in makers(&keys) {
+            // expiry is kept in whole seconds: 2 s from now is at least 1 s away
+            let short = Claims::access(
+                "alice",
+                Role::Depositor,
+                Uuid::new_v4(),
+                true,
+                Duration::from_secs(2),
+            );
+            let token = m.sign(&short).unwrap();
+            assert_eq!(m.verify(&token).unwrap(), short, "{name}: first, verified");
+            assert_eq!(
+                m.verify(&token).unwrap(),
+                short,
+                "{name}: again, remembered"
+            );
+            // the same token with one signature character changed is another text: checked anew
+            let mut tampered = token.clone().into_bytes();
+            let last = tampered.len() - 2;
+            tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(tampered).unwrap();
+            assert!(m.verify(&tampered).is_err(), "{name}: tampered");
+            remembered.push((name, m, token));
+        }
+        std::thread::sleep(Duration::from_millis(3_100));
+        for (name, m, token) in remembered {
+            assert_eq!(m.verify(&token), Err(TokenError::Expired), "{name}");
+        }
+    }
+
+    /// `cargo test --release -p platform token::tests::verify_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a manual measurement; run in release"]
+    fn verify_cost() {
+        let keys = Keys::generate();
+        let token = keys.maker(TokenKind::Paseto).sign(&claims()).unwrap();
+        let plain = PasetoMaker::new(&keys);
+        let remembered = keys.maker(TokenKind::Paseto);
+        for (name, m) in [
+            ("signature every call", &plain as &dyn TokenMaker),
+            ("remembered", remembered.as_ref()),
+        ] {
+            let n = 5_000;
+            let started = std::time::Instant::now();
+            for _ in 0..n {
+                m.verify(&token).unwrap();
+            }
+            println!(
+                "{name}: {:.1} µs per verify",
+                started.elapsed().as_secs_f64() * 1e6 / n as f64
+            );
+        }
     }
 
     #[test]

@@ -489,8 +489,8 @@ fn print_table(
         (
             "ours hot: holding ÷ not holding conflicting batches",
             ratio(
-                tps("ours grpc-direct hot"),
                 tps("ours grpc-direct hot, holding"),
+                tps("ours grpc-direct hot"),
             ),
         ),
         ("hot ÷ uniform (ceiling SQL)", ratio(tps("ceiling hot"), c)),
