@@ -42,7 +42,9 @@ pub struct Limits {
     pub concurrency_limit: usize,
     /// Time a client has to send a request's headers on an HTTP/1 connection (idle keep-alive
     /// connections included); past it the connection is closed, so slow senders cannot hold
-    /// connections open (slowloris).
+    /// connections open (slowloris). Keep it above the idle timeout of any load balancer in front
+    /// (60 s for AWS ALB and ingress-nginx), or it may send a request on a connection the gateway
+    /// is closing.
     pub header_read_timeout_ms: u64,
 }
 
@@ -52,7 +54,7 @@ impl Default for Limits {
             body_limit_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
             concurrency_limit: 1024,
-            header_read_timeout_ms: 10_000,
+            header_read_timeout_ms: 75_000,
         }
     }
 }
