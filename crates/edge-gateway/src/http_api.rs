@@ -93,7 +93,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let span = tracing::Span::current();
     span.record("http.route", route_label.as_str());
     // named by the template, not the path: ids in span names would make every name unique
-    span.record("otel.name", format!("{method} {route_label}"));
+    platform::telemetry::rename_span(&span, format!("{method} {route_label}"));
     span.record("http.response.status_code", resp.status().as_u16());
     if resp.status().is_server_error() {
         span.record("otel.status_code", "ERROR");

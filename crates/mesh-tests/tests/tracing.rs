@@ -236,10 +236,20 @@ async fn sign_up_and_transfer_through_the_gateway_are_one_trace_from_gateway_to_
         .send()
         .await
         .unwrap();
+    assert!(resp.status().is_success(), "transfer: {}", resp.status());
+    let created: serde_json::Value = resp.json().await.unwrap();
+    let transfer_id = created["transfer"]["id"].as_str().unwrap().to_owned();
+    // a read by id: its span is named by the route template, never by the id
+    let resp = http
+        .get(format!("{}/v1/transfers/{transfer_id}", gateway.http_url()))
+        .bearer_auth(&dave)
+        .send()
+        .await
+        .unwrap();
     assert!(
         resp.status().is_success(),
-        "transfer: {}",
-        resp.text().await.unwrap()
+        "get transfer: {}",
+        resp.status()
     );
 
     // Wait (generously) for the mailer to send the email and every span to reach the collector.
@@ -266,6 +276,27 @@ async fn sign_up_and_transfer_through_the_gateway_are_one_trace_from_gateway_to_
     );
     let gw_signup = only(receiver.named("POST /v1/users"), "gateway sign-up");
     let gw_transfer = only(receiver.named("POST /v1/transfers"), "gateway transfer");
+    for _ in 0..20 {
+        if !receiver.named("GET /v1/transfers/{id}").is_empty() {
+            break;
+        }
+        platform::telemetry::flush().await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let gw_read = only(
+        receiver.named("GET /v1/transfers/{id}"),
+        "gateway read by id",
+    );
+    assert_eq!(
+        gw_read.attributes.get("http.route").map(String::as_str),
+        Some("/v1/transfers/{id}")
+    );
+    assert!(
+        receiver
+            .named(&format!("GET /v1/transfers/{transfer_id}"))
+            .is_empty(),
+        "no span is named after an id"
+    );
     let mailer_span = only(mailer_spans, "mailer.event in the trace");
 
     // client → gateway → service, all in the client's trace

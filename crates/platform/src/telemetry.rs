@@ -280,6 +280,15 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, request_i
     });
 }
 
+/// Renames `span` in the exported trace, e.g. a server span named by its path before routing and
+/// by its route template after (`otel.name` recorded later is not applied once the span has
+/// started). Nothing to do when no trace is exported.
+pub fn rename_span(span: &tracing::Span, name: String) {
+    if exporting() && !span.is_disabled() {
+        span.context().span().update_name(name);
+    }
+}
+
 fn new_trace_id() -> u128 {
     loop {
         let id = rand::random::<u128>();
