@@ -59,31 +59,9 @@ fn lines(logs: &Mutex<Vec<u8>>) -> Vec<Value> {
 async fn logs_of_a_users_journey_hold_no_secrets_and_join_by_request_id_and_trace_id() {
     let logs = captured();
     let m = Mesh::start().await;
-    let mut gw_cfg = edge_gateway::config::Config::default();
-    gw_cfg.upstreams.insert("auth".into(), m.auth.grpc_url());
-    gw_cfg
-        .upstreams
-        .insert("accounts".into(), m.accounts.grpc_url());
-    gw_cfg
-        .upstreams
-        .insert("transfers".into(), m.transfers.grpc_url());
-    gw_cfg.limits.request_timeout_ms = 30_000; // a loaded 2-core machine
-    gw_cfg.rate_limit.per_ip_per_minute = 0;
-    let gateway = test_support::spawn(move |l, s| edge_gateway::startup::run(gw_cfg, l, s)).await;
-    support::wait_ready(&gateway).await;
+    let gateway = m.start_gateway().await;
     let mail_dir = std::env::temp_dir().join(format!("mesh-mail-{}", uuid::Uuid::new_v4()));
-    let mailer_cfg = mailer::config::Config {
-        redis: m.redis.config(),
-        consumer_name: "mesh-mailer".into(),
-        transport: mailer::config::TransportConfig {
-            kind: mailer::config::TransportKind::File,
-            file_dir: mail_dir.clone(),
-            ..Default::default()
-        },
-        block_ms: 200,
-        ..Default::default()
-    };
-    let mailer = test_support::spawn(move |l, s| mailer::startup::run(mailer_cfg, l.http, s)).await;
+    let mailer = m.start_mailer(mail_dir.clone()).await;
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))

@@ -116,6 +116,38 @@ impl Mesh {
             .expect("deposit");
     }
 
+    /// The edge gateway in front of this mesh (generous timeout for a loaded 2-core machine, no
+    /// per-IP rate limit), ready.
+    pub async fn start_gateway(&self) -> Running {
+        let mut cfg = edge_gateway::config::Config::default();
+        cfg.upstreams.insert("auth".into(), self.auth.grpc_url());
+        cfg.upstreams
+            .insert("accounts".into(), self.accounts.grpc_url());
+        cfg.upstreams
+            .insert("transfers".into(), self.transfers.grpc_url());
+        cfg.limits.request_timeout_ms = 30_000;
+        cfg.rate_limit.per_ip_per_minute = 0;
+        let gateway = test_support::spawn(move |l, s| edge_gateway::startup::run(cfg, l, s)).await;
+        wait_ready(&gateway).await;
+        gateway
+    }
+
+    /// The mailer on this mesh's Redis, writing `.eml` files to `mail_dir`.
+    pub async fn start_mailer(&self, mail_dir: std::path::PathBuf) -> Running {
+        let cfg = mailer::config::Config {
+            redis: self.redis.config(),
+            consumer_name: "mesh-mailer".into(),
+            transport: mailer::config::TransportConfig {
+                kind: mailer::config::TransportKind::File,
+                file_dir: mail_dir,
+                ..Default::default()
+            },
+            block_ms: 200,
+            ..Default::default()
+        };
+        test_support::spawn(move |l, s| mailer::startup::run(cfg, l.http, s)).await
+    }
+
     pub async fn stop(self) {
         for svc in [self.transfers, self.accounts, self.auth] {
             svc.stop().await.expect("service stops cleanly");
