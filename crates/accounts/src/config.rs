@@ -34,3 +34,9 @@ impl Default for Config {
         }
     }
 }
+
+impl platform::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}

@@ -165,3 +165,9 @@ impl Default for RelayConfig {
         }
     }
 }
+
+impl platform::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}

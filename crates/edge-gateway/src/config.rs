@@ -127,6 +127,12 @@ pub fn upstream_key(package: &str) -> &str {
     parts.last().copied().unwrap_or(package)
 }
 
+impl platform::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,7 +151,7 @@ mod tests {
             jail.set_env("EDGE_GATEWAY_UPSTREAMS__AUTH", "http://auth:1");
             jail.set_env("EDGE_GATEWAY_LIMITS__BODY_LIMIT_BYTES", "10");
             jail.set_env("EDGE_GATEWAY_TRUSTED_PROXIES", "[\"10.0.0.0/8\"]");
-            let cfg: Config = platform::config::load("edge-gateway").map_err(|e| *e)?;
+            let cfg: Config = platform::config::figment::<Config>("edge-gateway").extract()?;
             assert_eq!(cfg.upstreams["auth"], "http://auth:1");
             assert_eq!(cfg.upstreams["accounts"], "http://127.0.0.1:50052");
             assert_eq!(cfg.limits.body_limit_bytes, 10);

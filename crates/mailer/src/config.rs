@@ -319,6 +319,12 @@ impl Config {
     }
 }
 
+impl platform::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self).map_err(anyhow::Error::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,12 @@ struct Config {
     telemetry: TelemetryConfig,
 }
 
+impl platform::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -14,11 +14,41 @@ use figment::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Loads the configuration of `service` (`auth`, `edge-gateway`, ...).
-pub fn load<T>(service: &str) -> Result<T, Box<figment::Error>>
+/// Refuses to start on a bad value: [`Validate::validate`] runs on what was read, and its error
+/// names the key (`batch.max_size must be between 1 and 1000`). Nothing is clamped silently.
+pub fn load<T>(service: &str) -> anyhow::Result<T>
 where
-    T: Serialize + DeserializeOwned + Default,
+    T: Serialize + DeserializeOwned + Default + Validate,
 {
-    figment::<T>(service).extract().map_err(Box::new)
+    let cfg: T = figment::<T>(service).extract().map_err(Box::new)?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("{service}: invalid configuration: {e:#}"))?;
+    Ok(cfg)
+}
+
+/// The one way a service's settings are checked at start-up: [`load`] calls it, and each
+/// service's `startup::run` calls it again, so a config built in code (tests) is held to the
+/// same rules. An error names the offending key.
+pub trait Validate {
+    fn validate(&self) -> anyhow::Result<()>;
+}
+
+/// Refuses `value` unless it lies in `range`, naming `key`. For config validation.
+pub fn ensure_in_range<T>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> anyhow::Result<()>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    anyhow::ensure!(
+        range.contains(&value),
+        "{key} must be between {} and {} (got {value})",
+        range.start(),
+        range.end()
+    );
+    Ok(())
 }
 
 /// The figment behind [`load`], exposed so tests and tools can merge more sources.

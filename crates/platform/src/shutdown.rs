@@ -93,3 +93,15 @@ pub async fn drain_within<F: std::future::Future>(
         }
     }
 }
+
+/// Waits for a background task (an outbox relay, a consumer loop) once the servers are down, and
+/// logs how it ended: every service stops its jobs the same way.
+pub async fn join_background(name: &str, handle: tokio::task::JoinHandle<anyhow::Result<()>>) {
+    match handle.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(task = name, error = %format!("{e:#}"), "background task failed")
+        }
+        Err(e) => tracing::error!(task = name, error = %e, "background task panicked"),
+    }
+}

@@ -133,6 +133,12 @@ impl Config {
     }
 }
 
+impl platform::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
