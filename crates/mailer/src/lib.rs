@@ -4,6 +4,7 @@
 //! `event` parses stream entries, `render` builds the email, `transport` sends it, `consumer`
 //! runs the group loop (reclaim, retry, dead-letter, dedupe) and `startup` wires it together.
 
+pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod event;
