@@ -12,6 +12,8 @@ mkdir -p "$OUT"
 BASE_URL=${BASE_URL:-http://127.0.0.1:8080}
 export BASE_URL
 
+# `cargo xtask up` refuses taken ports too, but the readiness loop below could reach another mesh's
+# gateway before xtask has built and refused, so this script looks first.
 for port in 8080 9090 50051 50052 50053 8081 8082 8083 8084; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use: stop the running mesh first" >&2

@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::process::Command;
 
-use crate::{SERVICES, build, migrate_url, root, spawn_logging_to, stop_all, wait_ready, wait_url};
+use crate::{
+    SERVICES, build, migrate_url, ports, root, spawn_logging_to, stop_all, wait_ready, wait_url,
+};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -40,6 +42,11 @@ pub struct BenchArgs {
 const BANKER: &str = "loadgen_banker";
 /// gRPC address of the second transfers instance (`batch.hold_conflicting = true`).
 const HOLD_GRPC: &str = "http://127.0.0.1:50063";
+/// Where the second transfers instance listens, besides the mesh's own ports.
+const HOLD_PORTS: [ports::Listener<'static>; 2] = [
+    ports::listener("transfers (holding)", "gRPC", "127.0.0.1:50063"),
+    ports::listener("transfers (holding)", "side HTTP", "127.0.0.1:8093"),
+];
 const BANKER_PASSWORD: &str = "loadgen-banker-password";
 
 #[derive(Clone, Copy)]
@@ -150,6 +157,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         args.rounds = 1;
     }
     let release = !args.smoke;
+    let all_ports = [&ports::MESH[..], &HOLD_PORTS[..]].concat();
+    ports::ensure_free(&all_ports)?;
     let root = root();
     std::env::set_current_dir(&root)?;
     migrate_url(&args.database_url).await?;
@@ -160,6 +169,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let bin_dir = build(release, &["loadgen"]).await?;
 
     create_banker(&bin_dir, &keys_dir, &args.database_url).await?;
+    // again: a release build takes minutes, long enough for something else to take a port
+    ports::ensure_free(&all_ports)?;
 
     // Service output goes to files, as a container runtime would take it: relaying every log
     // line through this process would cost CPU the services need (the machine is shared).

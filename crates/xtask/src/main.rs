@@ -1,7 +1,8 @@
-//! `cargo xtask up`: creates the database if missing, applies migrations, creates the development
-//! token keys under `var/keys`, builds and starts all five services with the dev config (emails as
-//! `.eml` files under `var/mail`), prefixes each service's log lines with its name, waits until all
-//! are ready, and on Ctrl-C/SIGTERM stops them all (SIGTERM, then SIGKILL after 10 s).
+//! `cargo xtask up`: refuses to start if a port of the mesh is taken, creates the database if
+//! missing, applies migrations, creates the development token keys under `var/keys`, builds and
+//! starts all five services with the dev config (emails as `.eml` files under `var/mail`),
+//! prefixes each service's log lines with its name, waits until all are ready, and on
+//! Ctrl-C/SIGTERM stops them all (SIGTERM, then SIGKILL after 10 s).
 
 use std::{
     path::{Path, PathBuf},
@@ -38,6 +39,7 @@ enum Cmd {
 }
 
 mod bench;
+mod ports;
 
 /// The five services: name, binary, readiness URL.
 const SERVICES: [(&str, &str); 5] = [
@@ -93,6 +95,7 @@ async fn migrate_url(url: &str) -> anyhow::Result<()> {
 }
 
 async fn up(release: bool) -> anyhow::Result<()> {
+    ports::ensure_free(&ports::MESH)?;
     let root = root();
     std::env::set_current_dir(&root)?;
     migrate().await?;
@@ -101,6 +104,8 @@ async fn up(release: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join("var/mail"))?;
 
     let bin_dir = build(release, &[]).await?;
+    // again: a cold build takes minutes, long enough for something else to take a port
+    ports::ensure_free(&ports::MESH)?;
     let mut children = Vec::new();
     for (name, _) in SERVICES {
         children.push((
