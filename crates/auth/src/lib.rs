@@ -9,6 +9,5 @@ pub mod grpc;
 pub mod relay;
 pub mod startup;
 pub mod store;
-pub mod throttle;
 
 pub use platform::token::Role;

@@ -7,10 +7,9 @@ use proto::auth::v1::auth_service_server::AuthServiceServer;
 
 use crate::{
     config::Config,
-    domain::{Auth, Hasher},
+    domain::{Auth, Hasher, Throttle},
     grpc::AuthApi,
     relay,
-    throttle::Throttle,
 };
 
 pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {

@@ -1,11 +1,44 @@
-//! Every SQL statement of the auth service, one function each. Callers pass a transaction when
-//! several statements must commit together.
+//! Every SQL statement and every Redis command of the auth service, one function each, named
+//! `<verb>_<noun>`. Callers pass a transaction when several statements must commit together.
+//! Nothing here decides anything: the domain does, with what these return.
 
 use chrono::{DateTime, Utc};
+use deadpool_redis::Pool;
+use platform::token::Role;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::domain::User;
+// --- users ----------------------------------------------------------------------------------
+
+/// A row of `auth.users`.
+#[derive(Clone, sqlx::FromRow)]
+pub struct User {
+    pub username: String,
+    pub full_name: String,
+    pub email: String,
+    pub hashed_password: String,
+    pub role: String,
+    pub email_verified: bool,
+    pub password_changed_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl User {
+    pub fn role(&self) -> Role {
+        // the CHECK constraint allows only these two
+        Role::parse(&self.role).unwrap_or(Role::Depositor)
+    }
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("email_verified", &self.email_verified)
+            .finish_non_exhaustive()
+    }
+}
 
 const USER_COLUMNS: &str = "username, full_name, email, hashed_password, role, email_verified, \
                             password_changed_at, created_at";
@@ -381,4 +414,121 @@ pub async fn block_other_sessions(
     .execute(conn)
     .await
     .map(|r| r.rows_affected())
+}
+
+// --- login and resend throttles (Redis) -----------------------------------------------------
+//
+// Fixed-window counters under `{prefix}auth:...`: a key is created with its window's expiry by the
+// first hit, and INCR never touches the expiry, so the window ends `window_secs` after it began.
+
+/// The failed-login counter of one username.
+pub fn login_failures_user_key(prefix: &str, username: &str) -> String {
+    format!("{prefix}auth:login_failures:user:{username}")
+}
+
+/// The failed-login counter of one client IP.
+pub fn login_failures_ip_key(prefix: &str, ip: &str) -> String {
+    // bounded: the value comes from metadata, which a caller bypassing the gateway controls
+    let ip: String = ip.chars().take(64).collect();
+    let ip = if ip.is_empty() { "unknown".into() } else { ip };
+    format!("{prefix}auth:login_failures:ip:{ip}")
+}
+
+/// The resend-verification counter of one username.
+pub fn resend_requests_key(prefix: &str, username: &str) -> String {
+    format!("{prefix}auth:resend_verification:{username}")
+}
+
+/// A counter and how long its window has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub count: u64,
+    /// At least 1, also for a key without expiry or one that just expired (Redis says -1 or -2):
+    /// a client told to retry is never told "in 0 s".
+    pub seconds_left: u64,
+}
+
+/// The current window of each of `keys`, in the same order (count 0 for a key not set). One
+/// round trip: GET and TTL of every key in one pipeline.
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.check_login", otel.kind = "client", db.system = "redis"))]
+pub async fn get_login_failures(redis: &Pool, keys: &[String]) -> redis::RedisResult<Vec<Window>> {
+    let mut conn = redis.get().await.map_err(to_redis_err)?;
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("GET").arg(key).cmd("TTL").arg(key);
+    }
+    let replies: Vec<(Option<u64>, i64)> = pipe.query_async(&mut *conn).await?;
+    Ok(replies
+        .into_iter()
+        .map(|(count, ttl)| Window {
+            count: count.unwrap_or(0),
+            seconds_left: seconds_left(ttl),
+        })
+        .collect())
+}
+
+/// Counts one failed login on each of `keys`, in a window of `window_secs` from its first failure.
+/// Every key is tried; returns the errors of those that could not be counted.
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.record_login_failure", otel.kind = "client", db.system = "redis"))]
+pub async fn incr_login_failures(
+    redis: &Pool,
+    keys: &[String],
+    window_secs: u64,
+) -> Vec<redis::RedisError> {
+    let mut errors = Vec::new();
+    for key in keys {
+        if let Err(e) = incr_in_window(redis, key, window_secs).await {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.clear_login", otel.kind = "client", db.system = "redis"))]
+pub async fn delete_login_failures(redis: &Pool, key: &str) -> redis::RedisResult<()> {
+    let mut conn = redis.get().await.map_err(to_redis_err)?;
+    redis::cmd("DEL").arg(key).query_async(&mut *conn).await
+}
+
+/// Counts one resend request, in a window of `window_secs` from the first; returns the window.
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.hit_resend", otel.kind = "client", db.system = "redis"))]
+pub async fn incr_resend_requests(
+    redis: &Pool,
+    key: &str,
+    window_secs: u64,
+) -> redis::RedisResult<Window> {
+    incr_in_window(redis, key, window_secs).await
+}
+
+/// INCR a counter whose window starts with its first hit (one pipeline: SET NX EX starts the
+/// window once; INCR never touches the expiry).
+async fn incr_in_window(redis: &Pool, key: &str, window_secs: u64) -> redis::RedisResult<Window> {
+    let mut conn = redis.get().await.map_err(to_redis_err)?;
+    let (count, ttl): (u64, i64) = redis::pipe()
+        .cmd("SET")
+        .arg(key)
+        .arg(0)
+        .arg("EX")
+        .arg(window_secs)
+        .arg("NX")
+        .ignore()
+        .cmd("INCR")
+        .arg(key)
+        .cmd("TTL")
+        .arg(key)
+        .query_async(&mut *conn)
+        .await?;
+    Ok(Window {
+        count,
+        seconds_left: seconds_left(ttl),
+    })
+}
+
+/// A TTL reply as seconds left, at least 1 (see [`Window::seconds_left`]).
+fn seconds_left(ttl: i64) -> u64 {
+    u64::try_from(ttl).unwrap_or(1).max(1)
+}
+
+fn to_redis_err(e: deadpool_redis::PoolError) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::other(e.to_string()))
 }

@@ -7,7 +7,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 
-use super::{AuthError, types::Password};
+use super::{error::AuthError, secrets, types::Password};
 use crate::config::PasswordConfig;
 
 #[derive(Clone)]
@@ -104,9 +104,7 @@ impl Hasher {
 
     fn dummy_hash(&self) -> String {
         self.dummy
-            .get_or_init(|| {
-                hash_with(&self.argon, &super::secrets::random_token()).unwrap_or_default()
-            })
+            .get_or_init(|| hash_with(&self.argon, &secrets::random_token()).unwrap_or_default())
             .clone()
     }
 }
