@@ -68,13 +68,14 @@ pub async fn main() -> anyhow::Result<()> {
                 RoleArg::Depositor => Role::Depositor,
             };
             let pool = platform::db::pool(&cfg.database)?;
-            let user =
-                crate::admin::create_user(&pool, &username, &full_name, &email, &password, role)
-                    .await
-                    .map_err(|e| match e {
-                        crate::domain::AuthError::Db(db) => anyhow::anyhow!("database: {db}"),
-                        other => anyhow::anyhow!(platform::ApiError::from(other).message),
-                    })?;
+            let user = crate::domain::admin::create_user(
+                &pool, &username, &full_name, &email, &password, role,
+            )
+            .await
+            .map_err(|e| match e {
+                crate::domain::AuthError::Db(db) => anyhow::anyhow!("database: {db}"),
+                other => anyhow::anyhow!(platform::ApiError::from(other).message),
+            })?;
             pool.close().await;
             println!("created {} {} <{}>", user.role, user.username, user.email);
             Ok(())

@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use platform::{Listeners, Shutdown, http::Readiness, token::Keys};
 use proto::auth::v1::auth_service_server::AuthServiceServer;
 
 use crate::{
     config::Config,
-    domain::{Auth, Hasher, Throttle},
+    domain::{Auth, Hasher, Throttle, relay},
     grpc::AuthApi,
-    relay,
 };
 
 pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -32,15 +32,19 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         verification: cfg.verification.clone(),
     };
 
-    let relay = cfg.relay.enabled.then(|| {
-        let relay_redis = cfg.relay.redis.clone().unwrap_or_else(|| cfg.redis.clone());
-        tokio::spawn(relay::run(
+    let relay = if cfg.relay.enabled {
+        let relay_redis_cfg = cfg.relay.redis.clone().unwrap_or_else(|| cfg.redis.clone());
+        let relay_redis = platform::redis::pool(&relay_redis_cfg).context("relay redis pool")?;
+        Some(tokio::spawn(relay::run(
             db.clone(),
             relay_redis,
+            relay_redis_cfg,
             cfg.relay.clone(),
             shutdown.clone(),
-        ))
-    });
+        )))
+    } else {
+        None
+    };
 
     let routes = tonic::service::Routes::new(AuthServiceServer::new(AuthApi::new(auth)));
     let readiness = Readiness::new().postgres(db.clone()).redis(redis.clone());

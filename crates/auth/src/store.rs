@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_redis::Pool;
 use platform::token::Role;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool, postgres::PgListener};
 use uuid::Uuid;
 
 // --- users ----------------------------------------------------------------------------------
@@ -243,6 +243,24 @@ pub struct OutboxRow {
     /// The payload without [`TRACEPARENT_KEY`].
     pub payload: String,
     pub traceparent: Option<String>,
+}
+
+/// Listens for [`OUTBOX_CHANNEL`] on a connection of its own.
+pub async fn listen_outbox(db: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(db).await?;
+    listener.listen(OUTBOX_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Arbitrary constant naming "the relay" among advisory locks.
+const RELAY_LOCK_KEY: i64 = 0x6175_7468_7265_6c61; // "authrela"
+
+/// Takes the relay's turn for the rest of the transaction; false when another relay has it.
+pub async fn try_lock_relay(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(RELAY_LOCK_KEY)
+        .fetch_one(conn)
+        .await
 }
 
 /// Locks the oldest unpublished rows; rows another relay holds are skipped.
@@ -531,4 +549,44 @@ fn seconds_left(ttl: i64) -> u64 {
 
 fn to_redis_err(e: deadpool_redis::PoolError) -> redis::RedisError {
     redis::RedisError::from(std::io::Error::other(e.to_string()))
+}
+
+// --- user-events stream (Redis) -------------------------------------------------------------
+
+/// The user-events stream the relay writes and the mailer reads.
+pub fn stream_key(prefix: &str) -> String {
+    format!("{prefix}events:users")
+}
+
+/// Appends one entry per row to `stream`, all or none (one MULTI/EXEC), keeping the stream at
+/// about `maxlen` entries (`XADD MAXLEN ~`). Fields: `event_id`, `event_type`, `payload`, and
+/// `traceparent` when the row has one.
+pub async fn add_stream_entries(
+    redis: &Pool,
+    stream: &str,
+    maxlen: u64,
+    rows: &[OutboxRow],
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for r in rows {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(maxlen)
+            .arg("*")
+            .arg("event_id")
+            .arg(r.event_id.to_string())
+            .arg("event_type")
+            .arg(&r.event_type)
+            .arg("payload")
+            .arg(&r.payload);
+        if let Some(tp) = &r.traceparent {
+            pipe.arg("traceparent").arg(tp);
+        }
+        pipe.ignore();
+    }
+    let mut conn = redis.get().await.map_err(to_redis_err)?;
+    pipe.query_async(&mut *conn).await
 }

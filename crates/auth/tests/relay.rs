@@ -193,6 +193,7 @@ async fn two_relays_at_once_publish_each_event_exactly_once_in_order() {
         .map(|_| {
             tokio::spawn(auth::relay::run(
                 db.pool.clone(),
+                platform::redis::pool(&redis.config()).unwrap(),
                 redis.config(),
                 cfg.clone(),
                 shutdown.clone(),
@@ -239,6 +240,7 @@ async fn published_rows_are_deleted_after_the_retention_period() {
     };
     let relay = tokio::spawn(auth::relay::run(
         db.pool.clone(),
+        platform::redis::pool(&redis.config()).unwrap(),
         redis.config(),
         cfg,
         shutdown.clone(),

@@ -1,8 +1,12 @@
 //! The auth domain: parsed inputs, the operations behind each RPC, and their errors. Handlers in
-//! `grpc.rs` parse the request into these types, call one function here and map the result.
+//! `grpc.rs` parse the request into these types, call one function here and map the result. Also
+//! the operator's actions (`admin`, behind the CLI) and the outbox relay (`relay`, a background
+//! job `startup` spawns). Every SQL statement and Redis command they need is in `store`.
 
+pub mod admin;
 pub mod error;
 pub mod password;
+pub mod relay;
 pub mod secrets;
 pub mod sessions;
 pub mod throttle;

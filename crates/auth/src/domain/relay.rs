@@ -14,30 +14,28 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use deadpool_redis::Pool;
 use platform::{Shutdown, config::RedisConfig};
 use sqlx::{PgPool, postgres::PgListener};
 
 use crate::{config::RelayConfig, store};
 
-/// Arbitrary constant naming "the relay" among advisory locks.
-const RELAY_LOCK_KEY: i64 = 0x6175_7468_7265_6c61; // "authrela"
-
 /// The user-events stream key for a Redis key prefix.
-pub fn stream_key(prefix: &str) -> String {
-    format!("{prefix}events:users")
-}
+pub use crate::store::stream_key;
 
-/// Runs the relay until `shutdown`. `redis` is the Redis the stream lives in.
+/// Runs the relay until `shutdown`. `redis` is the pool of the Redis the stream lives in, built
+/// from `redis_cfg` (whose key prefix names the stream and whose timeout bounds each publish).
 pub async fn run(
     db: PgPool,
-    redis: RedisConfig,
+    redis: Pool,
+    redis_cfg: RedisConfig,
     cfg: RelayConfig,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let relay = Relay {
-        stream: stream_key(&redis.key_prefix),
-        redis_timeout: Duration::from_millis(redis.timeout_ms.max(1)),
-        redis: platform::redis::pool(&redis).context("relay redis pool")?,
+        stream: stream_key(&redis_cfg.key_prefix),
+        redis_timeout: Duration::from_millis(redis_cfg.timeout_ms.max(1)),
+        redis,
         db,
         cfg,
     };
@@ -47,7 +45,7 @@ pub async fn run(
 
 struct Relay {
     db: PgPool,
-    redis: deadpool_redis::Pool,
+    redis: Pool,
     redis_timeout: Duration,
     stream: String,
     cfg: RelayConfig,
@@ -104,13 +102,8 @@ impl Relay {
     }
 
     async fn listen(&self) -> Option<PgListener> {
-        let result = async {
-            let mut l = PgListener::connect_with(&self.db).await?;
-            l.listen(store::OUTBOX_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(l)
-        }
-        .await;
-        result
+        store::listen_outbox(&self.db)
+            .await
             .map_err(|e| tracing::warn!(error = %e, "outbox relay: cannot LISTEN; polling"))
             .ok()
     }
@@ -130,11 +123,7 @@ impl Relay {
 
     async fn publish_batch(&self) -> anyhow::Result<u64> {
         let mut tx = self.db.begin().await?;
-        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(RELAY_LOCK_KEY)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !mine {
+        if !store::try_lock_relay(&mut tx).await? {
             // another replica is publishing; it drains everything, including what woke us
             return Ok(0);
         }
@@ -142,33 +131,13 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for r in &rows {
-            pipe.cmd("XADD")
-                .arg(&self.stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.cfg.stream_maxlen)
-                .arg("*")
-                .arg("event_id")
-                .arg(r.event_id.to_string())
-                .arg("event_type")
-                .arg(&r.event_type)
-                .arg("payload")
-                .arg(&r.payload);
-            if let Some(tp) = &r.traceparent {
-                pipe.arg("traceparent").arg(tp);
-            }
-            pipe.ignore();
-        }
-        tokio::time::timeout(self.redis_timeout, async {
-            let mut conn = self.redis.get().await.context("redis connection")?;
-            pipe.query_async::<()>(&mut *conn).await.context("XADD")?;
-            Ok::<_, anyhow::Error>(())
-        })
+        tokio::time::timeout(
+            self.redis_timeout,
+            store::add_stream_entries(&self.redis, &self.stream, self.cfg.stream_maxlen, &rows),
+        )
         .await
-        .context("redis timed out")??;
+        .context("redis timed out")?
+        .context("XADD")?;
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         store::mark_published(&mut tx, &ids).await?;
         tx.commit().await?;

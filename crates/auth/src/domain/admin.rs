@@ -5,10 +5,8 @@
 use platform::token::Role;
 use sqlx::PgPool;
 
-use crate::{
-    domain::{AuthError, Hasher, User, users::SignUp},
-    store,
-};
+use super::{AuthError, Hasher, User, users::SignUp};
+use crate::store;
 
 /// Creates a user of any role with a verified email (the operator vouches for the address; no
 /// verification email is sent). The only way to create a banker.
