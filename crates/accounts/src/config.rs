@@ -1,15 +1,9 @@
-//! Settings of the accounts service (see the README's table for every key).
+//! Settings of the accounts service (docs/configuration.md lists every key).
 
 use platform::config::{DatabaseConfig, ServerConfig, TelemetryConfig, TokenConfig};
 use serde::{Deserialize, Serialize};
 
-/// The currencies accounts may be opened in when none are configured.
-pub fn default_currencies() -> Vec<String> {
-    ["USD", "EUR", "GBP", "CAD", "JPY"]
-        .into_iter()
-        .map(String::from)
-        .collect()
-}
+pub use ledger_model::default_currencies;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -37,6 +31,7 @@ impl Default for Config {
 
 impl platform::config::Validate for Config {
     fn validate(&self) -> anyhow::Result<()> {
+        ledger_model::Currencies::from_config(&self.currencies)?;
         Ok(())
     }
 }

@@ -4,6 +4,14 @@
 //! options and source comments), used by gRPC reflection and by the edge gateway to build its
 //! HTTP routes and OpenAPI document.
 
+/// A point in time as the contract carries it (`google.protobuf.Timestamp`).
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
 /// Encoded `google.protobuf.FileDescriptorSet` of the whole contract.
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 

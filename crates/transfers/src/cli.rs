@@ -40,7 +40,7 @@ pub async fn main() -> anyhow::Result<()> {
 /// Runs the reconciliation and prints its report to stdout; `Ok(false)` when a violation was found.
 pub async fn reconcile(cfg: &crate::config::Config) -> anyhow::Result<bool> {
     let db = platform::db::pool(&cfg.database)?;
-    let report = crate::reconcile::run(&db).await?;
+    let report = crate::domain::reconcile::run(&db).await?;
     db.close().await;
     for line in report.lines() {
         println!("{line}");

@@ -1,6 +1,6 @@
-//! Settings of the transfers service (see the README's table for every key).
+//! Settings of the transfers service (docs/configuration.md lists every key).
 
-use platform::config::{DatabaseConfig, ServerConfig, TelemetryConfig, TokenConfig};
+use platform::config::{DatabaseConfig, ServerConfig, TelemetryConfig, TokenConfig, Validate};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             telemetry: TelemetryConfig::default(),
             token: TokenConfig::default(),
-            currencies: accounts::config::default_currencies(),
+            currencies: ledger_model::default_currencies(),
             max_transfer_amount: 100_000_000,
             require_verified_email: true,
             idempotency: IdempotencyConfig::default(),
@@ -97,9 +97,10 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Rejects settings that would break a promise of the API.
-    pub fn validate(&self) -> anyhow::Result<()> {
+impl Validate for Config {
+    /// Rejects settings that would break a promise of the API, naming the key.
+    fn validate(&self) -> anyhow::Result<()> {
+        ledger_model::Currencies::from_config(&self.currencies)?;
         anyhow::ensure!(
             self.max_transfer_amount > 0,
             "max_transfer_amount must be positive"
@@ -130,12 +131,6 @@ impl Config {
             "batch.max_in_flight must be between 1 and 64"
         );
         Ok(())
-    }
-}
-
-impl platform::config::Validate for Config {
-    fn validate(&self) -> anyhow::Result<()> {
-        Config::validate(self)
     }
 }
 

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use accounts::grpc::{timestamp, visible_to};
 use platform::{ApiError, Caller, caller::RpcResult, token::TokenMaker};
+use proto::timestamp;
 use proto::transfers::v1::{
     CreateTransferRequest, CurrencyTotal, DepositRequest, Entry, GetTransferRequest,
     ListEntriesRequest, ListEntriesResponse, ListTransfersRequest, ListTransfersResponse,
@@ -14,15 +14,18 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{AccountId, Amount, Currencies, LedgerError, PageSize, PageToken},
-    ledger::{self, Command, Kind, Ledger, Outcome},
-    reconcile,
-    store::{self, EntryRow, TransferRow},
+    domain::{
+        AccountId, Amount, Command, Currencies, Kind, Ledger, LedgerError, Outcome, PageSize,
+        PageToken, Reads, Refusal, movement, reconcile,
+    },
+    store::{EntryRow, TransferRow},
 };
 
 pub struct TransfersApi {
+    /// For the reconciliation's snapshot.
     pub db: PgPool,
     pub ledger: Ledger,
+    pub reads: Reads,
     pub tokens: Arc<dyn TokenMaker>,
     pub currencies: Currencies,
     pub max_transfer_amount: i64,
@@ -46,7 +49,7 @@ impl TransfersApi {
         kind: Kind,
         parsed: Result<Command, ApiError>,
     ) -> RpcResult<TransferResult> {
-        let cmd = parsed.inspect_err(|e| ledger::record_refusal(kind, e.reason))?;
+        let cmd = parsed.inspect_err(|e| movement::record_refusal(kind, e.reason))?;
         // The client's grpc-timeout is enforced by the server dropping this future, which the
         // batcher sees (the answer channel closes); the server's own timeout is checked here too.
         let deadline = std::time::Instant::now() + self.request_timeout;
@@ -73,7 +76,7 @@ impl TransfersApi {
         let from = AccountId::parse(req.from_account_id, "from_account_id")?;
         let to = AccountId::parse(req.to_account_id, "to_account_id")?;
         if from == to {
-            return Err(LedgerError::SameAccount.into());
+            return Err(LedgerError::from(Refusal::SameAccount).into());
         }
         Ok(Command {
             username: caller.username,
@@ -113,15 +116,6 @@ impl TransfersApi {
             idempotency_key: platform::caller::idempotency_key(request.metadata(), request_id)?,
         })
     }
-
-    /// The account, if the caller may read it (owner or banker); NOT_FOUND otherwise.
-    async fn readable_account(&self, caller: &Caller, id: AccountId) -> Result<(), ApiError> {
-        accounts::store::get(&self.db, id)
-            .await?
-            .filter(|row| visible_to(caller, row))
-            .map(|_| ())
-            .ok_or_else(|| LedgerError::AccountNotFound.into())
-    }
 }
 
 #[tonic::async_trait]
@@ -140,17 +134,8 @@ impl TransfersService for TransfersApi {
         if id <= 0 {
             return Err(ApiError::invalid_field("id", "must be a positive transfer id").into());
         }
-        let owns = |owner: &str, kind: &str| kind == "customer" && owner == caller.username;
-        let row = store::get_transfer(&self.db, id)
-            .await
-            .map_err(ApiError::from)?
-            .filter(|t| {
-                caller.is_banker()
-                    || owns(&t.from_owner, &t.from_kind)
-                    || owns(&t.to_owner, &t.to_kind)
-            })
-            .ok_or_else(|| ApiError::not_found("transfer_not_found", "no such transfer"))?;
-        Ok(Response::new(transfer_to_proto(row.transfer)))
+        let transfer = self.reads.transfer(&caller, id).await?;
+        Ok(Response::new(transfer_to_proto(transfer)))
     }
 
     async fn list_transfers(
@@ -162,11 +147,7 @@ impl TransfersService for TransfersApi {
         let account = AccountId::parse(req.account_id, "account_id")?;
         let size = PageSize::parse(req.page_size)?;
         let token = PageToken::parse(&req.page_token)?;
-        self.readable_account(&caller, account).await?;
-        let mut rows = store::list_transfers(&self.db, account, size, token)
-            .await
-            .map_err(ApiError::from)?;
-        let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
+        let (rows, next_page_token) = self.reads.transfers(&caller, account, size, token).await?;
         Ok(Response::new(ListTransfersResponse {
             transfers: rows.into_iter().map(transfer_to_proto).collect(),
             next_page_token,
@@ -182,11 +163,7 @@ impl TransfersService for TransfersApi {
         let account = AccountId::parse(req.account_id, "account_id")?;
         let size = PageSize::parse(req.page_size)?;
         let token = PageToken::parse(&req.page_token)?;
-        self.readable_account(&caller, account).await?;
-        let mut rows = store::list_entries(&self.db, account, size, token)
-            .await
-            .map_err(ApiError::from)?;
-        let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
+        let (rows, next_page_token) = self.reads.entries(&caller, account, size, token).await?;
         Ok(Response::new(ListEntriesResponse {
             entries: rows.into_iter().map(entry_to_proto).collect(),
             next_page_token,
@@ -248,11 +225,11 @@ impl TransfersService for TransfersApi {
     }
 }
 
-fn kind_to_proto(kind: &str) -> TransferKind {
+fn kind_to_proto(kind: Kind) -> TransferKind {
     match kind {
-        "deposit" => TransferKind::Deposit,
-        "withdrawal" => TransferKind::Withdrawal,
-        _ => TransferKind::Transfer,
+        Kind::Deposit => TransferKind::Deposit,
+        Kind::Withdrawal => TransferKind::Withdrawal,
+        Kind::Transfer => TransferKind::Transfer,
     }
 }
 
@@ -263,7 +240,7 @@ fn transfer_to_proto(t: TransferRow) -> Transfer {
         to_account_id: t.to_account_id,
         amount: t.amount,
         currency: t.currency,
-        kind: kind_to_proto(&t.kind) as i32,
+        kind: kind_to_proto(t.kind) as i32,
         created_by: t.created_by,
         created_at: Some(timestamp(t.created_at)),
     }
@@ -307,7 +284,7 @@ fn result_to_proto(o: Outcome) -> TransferResult {
             to_account_id: o.to_account_id,
             amount: o.amount,
             currency: o.currency,
-            kind: kind_to_proto(&o.kind) as i32,
+            kind: kind_to_proto(o.kind) as i32,
             created_by: o.created_by,
             created_at,
         }),

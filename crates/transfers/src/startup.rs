@@ -2,15 +2,14 @@
 
 use std::time::Duration;
 
-use platform::{Listeners, Shutdown, http::Readiness, token::Keys};
+use platform::{Listeners, Shutdown, config::Validate, http::Readiness, token::Keys};
 use proto::transfers::v1::transfers_service_server::TransfersServiceServer;
 use sqlx::PgPool;
 
 use crate::{
     config::{Config, IdempotencyConfig},
-    domain::Currencies,
+    domain::{Currencies, Ledger, Reads},
     grpc::TransfersApi,
-    ledger::Ledger,
     store,
 };
 
@@ -22,7 +21,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     let currencies = Currencies::from_config(&cfg.currencies)?;
     let tokens = Keys::from_config(&cfg.token)?.maker(cfg.token.kind);
     let db = platform::db::pool(&cfg.database)?;
-    tokio::spawn(accounts::startup::keep_ensuring_system_accounts(
+    tokio::spawn(ledger_model::keep_ensuring_system_accounts(
         db.clone(),
         currencies.clone(),
         shutdown.clone(),
@@ -35,6 +34,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     let api = TransfersApi {
         db: db.clone(),
         ledger: Ledger::new(db.clone(), cfg.max_transfer_amount, &cfg.batch),
+        reads: Reads { db: db.clone() },
         tokens,
         currencies,
         max_transfer_amount: cfg.max_transfer_amount,

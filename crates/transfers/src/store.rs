@@ -1,9 +1,69 @@
-//! The transfers service's reads and housekeeping SQL, one function per statement.
+//! Every SQL statement of the transfers service, one function each: the group-commit call that
+//! moves money, the reads, the key cleanup and the reconciliation's checks. (The read of one
+//! account is shared with the accounts service: `ledger_model::store::get_account`.)
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use ledger_model::{AccountId, AccountKind, PageSize, PageToken};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::domain::{AccountId, PageSize, PageToken};
+use crate::domain::movement::{Command, Kind};
+
+/// One row of `ledger.transfer_batch`: item `idx` (1-based) failed with `error`, or the outcome.
+#[derive(Debug, sqlx::FromRow)]
+pub struct BatchRow {
+    pub idx: i32,
+    pub error: Option<String>,
+    pub transfer_id: Option<i64>,
+    pub from_account_id: Option<i64>,
+    pub to_account_id: Option<i64>,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub kind: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub from_entry_id: Option<i64>,
+    pub from_entry_amount: Option<i64>,
+    pub from_balance_after: Option<i64>,
+    pub to_entry_id: Option<i64>,
+    pub to_entry_amount: Option<i64>,
+    pub to_balance_after: Option<i64>,
+    pub replayed: Option<bool>,
+}
+
+/// Applies a batch of money movements by ONE call of `ledger.transfer_batch`
+/// (migrations/20261201000100_ledger_one_money_path.up.sql): element i of every array is
+/// command i. One client span per batch round trip, named after the statement, never with
+/// parameters.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "ledger.transfer_batch", otel.kind = "client", db.system = "postgresql", batch_size = cmds.len()))]
+pub async fn apply_batch(
+    pool: &PgPool,
+    cmds: &[&Command],
+    max_transfer_amount: i64,
+) -> Result<Vec<BatchRow>, sqlx::Error> {
+    let id = |a: Option<AccountId>| a.map(AccountId::get);
+    sqlx::query_as::<_, BatchRow>(
+        "SELECT * FROM ledger.transfer_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(cmds.iter().map(|c| c.username.as_str()).collect::<Vec<_>>())
+    .bind(cmds.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
+    .bind(cmds.iter().map(|c| id(c.from)).collect::<Vec<_>>())
+    .bind(cmds.iter().map(|c| id(c.to)).collect::<Vec<_>>())
+    .bind(cmds.iter().map(|c| c.amount.get()).collect::<Vec<_>>())
+    .bind(cmds.iter().map(|c| c.currency.as_str()).collect::<Vec<_>>())
+    .bind(max_transfer_amount)
+    .bind(
+        cmds.iter()
+            .map(|c| c.idempotency_key.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        cmds.iter()
+            .map(|c| c.idempotency_key.as_ref().map(|_| c.request_hash()))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(pool)
+    .await
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TransferRow {
@@ -12,7 +72,8 @@ pub struct TransferRow {
     pub to_account_id: i64,
     pub amount: i64,
     pub currency: String,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: Kind,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
 }
@@ -23,9 +84,11 @@ pub struct TransferWithOwners {
     #[sqlx(flatten)]
     pub transfer: TransferRow,
     pub from_owner: String,
-    pub from_kind: String,
+    #[sqlx(try_from = "String")]
+    pub from_kind: AccountKind,
     pub to_owner: String,
-    pub to_kind: String,
+    #[sqlx(try_from = "String")]
+    pub to_kind: AccountKind,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -126,4 +189,80 @@ pub async fn delete_expired_keys(
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// The reconciliation reads one snapshot: REPEATABLE READ, read only, so transfers committing
+/// meanwhile cannot make a sound ledger look unsound.
+pub async fn begin_snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Per currency: Σ balances and the number of accounts.
+pub async fn sum_balances_by_currency(
+    tx: &mut Transaction<'_, Postgres>,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT currency, COALESCE(SUM(balance), 0)::bigint, COUNT(*)
+         FROM ledger.accounts GROUP BY currency ORDER BY currency",
+    )
+    .fetch_all(&mut **tx)
+    .await
+}
+
+pub async fn count_accounts(tx: &mut Transaction<'_, Postgres>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM ledger.accounts")
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// At most `limit` accounts whose balance differs from the sum of their entries, or customer
+/// accounts below zero: (id, balance, Σ entries, customer below zero).
+pub async fn find_unbalanced_accounts(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<(i64, i64, i64, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, a.balance, COALESCE(e.total, 0)::bigint,
+                a.kind = 'customer' AND a.balance < 0
+         FROM ledger.accounts a
+         LEFT JOIN (SELECT account_id, SUM(amount) AS total FROM ledger.entries GROUP BY account_id) e
+                ON e.account_id = a.id
+         WHERE a.balance <> COALESCE(e.total, 0) OR (a.kind = 'customer' AND a.balance < 0)
+         ORDER BY a.id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+pub async fn count_transfers(tx: &mut Transaction<'_, Postgres>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transfers")
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// At most `limit` transfers without exactly −amount on the source and +amount on the
+/// destination: (id, number of entries, Σ entries).
+pub async fn find_unbalanced_transfers(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.id, COUNT(e.id), COALESCE(SUM(e.amount), 0)::bigint
+         FROM ledger.transfers t
+         LEFT JOIN ledger.entries e ON e.transfer_id = t.id
+         GROUP BY t.id
+         HAVING COUNT(e.id) <> 2
+             OR COALESCE(SUM(e.amount), 0) <> 0
+             OR COUNT(*) FILTER (WHERE e.account_id = t.from_account_id AND e.amount = -t.amount) <> 1
+             OR COUNT(*) FILTER (WHERE e.account_id = t.to_account_id AND e.amount = t.amount) <> 1
+         ORDER BY t.id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
 }

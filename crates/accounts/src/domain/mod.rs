@@ -1,14 +1,13 @@
-//! The ledger's value types, parsed once at the edge of each handler ("parse, don't validate").
-//! The transfers service uses the same types (it depends on this crate's library).
+//! The accounts service's operations and the types they take. The ledger's value types
+//! (`AccountId`, `Currency`, paging) come from the `ledger-model` library, which the transfers
+//! service shares.
 
-mod account_id;
-mod currency;
-mod page;
+mod operations;
+mod reason;
 
-pub use account_id::AccountId;
-pub use currency::{Currencies, Currency};
-pub use page::{PageSize, PageToken};
-
-/// The owner of every system (bank cash) account. `@` is not allowed in a username, so no user
-/// can ever own or collide with it.
-pub const SYSTEM_OWNER: &str = "@system";
+pub use ledger_model::{
+    Account, AccountId, AccountKind, AccountStatus, Currencies, Currency, PageSize, PageToken,
+    SYSTEM_OWNER,
+};
+pub use operations::Accounts;
+pub use reason::{Owner, StatusReason};

@@ -1,27 +1,111 @@
 use platform::ApiError;
 
-/// Why a money movement was refused. The ledger function raises SQLSTATE `LD000` with the
-/// reason as its message; [`LedgerError::from_db`] turns that back into one of these.
+/// A business failure the ledger's SQL reports for one request (in the `error` column of
+/// `ledger.transfer_batch`, as `failure := '<reason>'` in its source). [`Refusal::ALL`] with
+/// [`Refusal::reason`] is the one table of these reasons: parsing goes through it, and a test
+/// reads the SQL function's source and checks that every reason it can report is in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    AccountNotFound,
+    NotAccountOwner,
+    SameAccount,
+    CurrencyMismatch,
+    AccountFrozen,
+    InsufficientFunds,
+    AmountOverLimit,
+    InvalidAmount,
+    /// A kind other than transfer/deposit/withdrawal reached the SQL: the service never sends
+    /// one, so it surfaces as an internal error.
+    InvalidKind,
+    IdempotencyKeyReused,
+}
+
+impl Refusal {
+    /// Every refusal, for parsing and for the agreement test.
+    pub const ALL: [Refusal; 10] = [
+        Refusal::AccountNotFound,
+        Refusal::NotAccountOwner,
+        Refusal::SameAccount,
+        Refusal::CurrencyMismatch,
+        Refusal::AccountFrozen,
+        Refusal::InsufficientFunds,
+        Refusal::AmountOverLimit,
+        Refusal::InvalidAmount,
+        Refusal::InvalidKind,
+        Refusal::IdempotencyKeyReused,
+    ];
+
+    /// The stable reason: in the SQL, in the API's `ErrorInfo`, in metrics and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::AccountNotFound => "account_not_found",
+            Refusal::NotAccountOwner => "not_account_owner",
+            Refusal::SameAccount => "same_account",
+            Refusal::CurrencyMismatch => "currency_mismatch",
+            Refusal::AccountFrozen => "account_frozen",
+            Refusal::InsufficientFunds => "insufficient_funds",
+            Refusal::AmountOverLimit => "amount_over_limit",
+            Refusal::InvalidAmount => "invalid_amount",
+            Refusal::InvalidKind => "invalid_kind",
+            Refusal::IdempotencyKeyReused => "idempotency_key_reused",
+        }
+    }
+
+    pub fn from_reason(reason: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.reason() == reason)
+    }
+
+    fn to_api(self) -> ApiError {
+        let reason = self.reason();
+        match self {
+            Refusal::AccountNotFound => ApiError::not_found(reason, "no such account"),
+            Refusal::NotAccountOwner => ApiError::permission_denied(
+                reason,
+                "you can only move money out of your own account",
+            ),
+            Refusal::SameAccount => ApiError::new(
+                tonic::Code::InvalidArgument,
+                reason,
+                "from and to are the same account",
+            )
+            .with_violation("to_account_id", "must differ from from_account_id"),
+            Refusal::CurrencyMismatch => ApiError::failed_precondition(
+                reason,
+                "both accounts and the request must be in the same currency",
+            ),
+            Refusal::AccountFrozen => {
+                ApiError::failed_precondition(reason, "one of the accounts is frozen")
+            }
+            Refusal::InsufficientFunds => {
+                ApiError::failed_precondition(reason, "the source account has too little money")
+            }
+            Refusal::AmountOverLimit => ApiError::new(
+                tonic::Code::InvalidArgument,
+                reason,
+                "amount is over the per-transfer limit",
+            )
+            .with_violation("amount", "over the per-transfer limit"),
+            Refusal::InvalidAmount => ApiError::new(
+                tonic::Code::InvalidArgument,
+                reason,
+                "amount must be positive",
+            )
+            .with_violation("amount", "must be > 0"),
+            Refusal::InvalidKind => ApiError::internal("the ledger was sent an unknown kind"),
+            Refusal::IdempotencyKeyReused => ApiError::failed_precondition(
+                reason,
+                "this idempotency key was used for a different request; use a new key",
+            ),
+        }
+    }
+}
+
+/// Why a money movement was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("account_not_found")]
-    AccountNotFound,
-    #[error("not_account_owner")]
-    NotAccountOwner,
-    #[error("same_account")]
-    SameAccount,
-    #[error("currency_mismatch")]
-    CurrencyMismatch,
-    #[error("account_frozen")]
-    AccountFrozen,
-    #[error("insufficient_funds")]
-    InsufficientFunds,
-    #[error("amount_over_limit")]
-    AmountOverLimit,
-    #[error("invalid_amount")]
-    InvalidAmount,
-    #[error("idempotency_key_reused")]
-    IdempotencyKeyReused,
+    /// A business failure reported by the ledger's SQL (or found by the service first).
+    #[error("{}", .0.reason())]
+    Refused(Refusal),
     /// Two requests with one key got past the per-key lock (should not happen): the key's
     /// primary key refused the second. Retrying replays the first.
     #[error("idempotency_conflict")]
@@ -50,8 +134,11 @@ pub enum LedgerError {
     Invariant(String),
 }
 
-/// SQLSTATE of the ledger function's business failures.
-pub const LEDGER_SQLSTATE: &str = "LD000";
+impl From<Refusal> for LedgerError {
+    fn from(r: Refusal) -> Self {
+        Self::Refused(r)
+    }
+}
 
 impl LedgerError {
     pub fn from_db(e: sqlx::Error) -> Self {
@@ -59,7 +146,6 @@ impl LedgerError {
             return Self::Database(e);
         };
         match db.code().as_deref() {
-            Some(LEDGER_SQLSTATE) => Self::from_reason(db.message()),
             // unique_violation on ledger.idempotency_keys' primary key
             Some("23505") if db.constraint() == Some("idempotency_keys_pkey") => {
                 Self::IdempotencyConflict
@@ -71,17 +157,9 @@ impl LedgerError {
 
     /// A business failure reported by the ledger's SQL by its reason.
     pub fn from_reason(reason: &str) -> Self {
-        match reason {
-            "account_not_found" => Self::AccountNotFound,
-            "not_account_owner" => Self::NotAccountOwner,
-            "same_account" => Self::SameAccount,
-            "currency_mismatch" => Self::CurrencyMismatch,
-            "account_frozen" => Self::AccountFrozen,
-            "insufficient_funds" => Self::InsufficientFunds,
-            "amount_over_limit" => Self::AmountOverLimit,
-            "invalid_amount" => Self::InvalidAmount,
-            "idempotency_key_reused" => Self::IdempotencyKeyReused,
-            other => Self::Invariant(format!("unknown ledger failure `{other}`")),
+        match Refusal::from_reason(reason) {
+            Some(refusal) => Self::Refused(refusal),
+            None => Self::Invariant(format!("unknown ledger failure `{reason}`")),
         }
     }
 
@@ -102,15 +180,7 @@ impl LedgerError {
     /// The stable label used in metrics (`transfers_total{outcome}`) and logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::AccountNotFound => "account_not_found",
-            Self::NotAccountOwner => "not_account_owner",
-            Self::SameAccount => "same_account",
-            Self::CurrencyMismatch => "currency_mismatch",
-            Self::AccountFrozen => "account_frozen",
-            Self::InsufficientFunds => "insufficient_funds",
-            Self::AmountOverLimit => "amount_over_limit",
-            Self::InvalidAmount => "invalid_amount",
-            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::Refused(r) => r.reason(),
             Self::IdempotencyConflict => "idempotency_conflict",
             Self::Conflict => "conflict",
             Self::QueueFull => "transfer_queue_full",
@@ -127,43 +197,7 @@ impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         let reason = e.reason();
         match e {
-            LedgerError::AccountNotFound => ApiError::not_found(reason, "no such account"),
-            LedgerError::NotAccountOwner => ApiError::permission_denied(
-                reason,
-                "you can only move money out of your own account",
-            ),
-            LedgerError::SameAccount => ApiError::new(
-                tonic::Code::InvalidArgument,
-                reason,
-                "from and to are the same account",
-            )
-            .with_violation("to_account_id", "must differ from from_account_id"),
-            LedgerError::CurrencyMismatch => ApiError::failed_precondition(
-                reason,
-                "both accounts and the request must be in the same currency",
-            ),
-            LedgerError::AccountFrozen => {
-                ApiError::failed_precondition(reason, "one of the accounts is frozen")
-            }
-            LedgerError::InsufficientFunds => {
-                ApiError::failed_precondition(reason, "the source account has too little money")
-            }
-            LedgerError::AmountOverLimit => ApiError::new(
-                tonic::Code::InvalidArgument,
-                reason,
-                "amount is over the per-transfer limit",
-            )
-            .with_violation("amount", "over the per-transfer limit"),
-            LedgerError::InvalidAmount => ApiError::new(
-                tonic::Code::InvalidArgument,
-                reason,
-                "amount must be positive",
-            )
-            .with_violation("amount", "must be > 0"),
-            LedgerError::IdempotencyKeyReused => ApiError::failed_precondition(
-                reason,
-                "this idempotency key was used for a different request; use a new key",
-            ),
+            LedgerError::Refused(r) => r.to_api(),
             LedgerError::IdempotencyConflict | LedgerError::Conflict => ApiError::new(
                 tonic::Code::Aborted,
                 reason,
@@ -191,5 +225,27 @@ impl From<LedgerError> for ApiError {
             LedgerError::Database(e) => ApiError::from(e),
             LedgerError::Invariant(what) => ApiError::internal(what),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_parses_back_from_its_reason_and_keeps_it_on_the_wire() {
+        for refusal in Refusal::ALL {
+            assert_eq!(Refusal::from_reason(refusal.reason()), Some(refusal));
+            let e = LedgerError::from(refusal);
+            assert_eq!(e.reason(), refusal.reason());
+            assert_eq!(e.to_string(), refusal.reason());
+            if refusal != Refusal::InvalidKind {
+                assert_eq!(ApiError::from(e).reason, refusal.reason());
+            }
+        }
+        assert!(matches!(
+            LedgerError::from_reason("no_such_reason"),
+            LedgerError::Invariant(_)
+        ));
     }
 }

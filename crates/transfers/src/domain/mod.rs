@@ -1,9 +1,21 @@
-//! The transfers service's value types and errors. `Currency`, `AccountId` and paging come from
-//! the accounts crate, so both services parse them the same way.
+//! The transfers service's operations and the types they take: money movements ([`Ledger`],
+//! its batcher, [`Command`], [`Outcome`]), the reads ([`Reads`]), the reconciliation
+//! ([`reconcile`]) and the error enum with its reasons. `Currency`, `AccountId` and paging come
+//! from the `ledger-model` library, shared with the accounts service.
 
-mod amount;
-mod error;
+pub mod amount;
+pub mod batch;
+pub mod error;
+pub mod ledger;
+pub mod movement;
+pub mod reads;
+pub mod reconcile;
 
-pub use accounts::domain::{AccountId, Currencies, Currency, PageSize, PageToken};
 pub use amount::Amount;
-pub use error::LedgerError;
+pub use error::{LedgerError, Refusal};
+pub use ledger::Ledger;
+pub use ledger_model::{
+    Account, AccountId, AccountKind, Currencies, Currency, PageSize, PageToken,
+};
+pub use movement::{Command, Kind, Outcome};
+pub use reads::Reads;

@@ -1,22 +1,12 @@
-//! The one path by which money moves: [`Ledger::apply`] → the batcher ([`crate::batch`]) → one
-//! call of the SQL function `ledger.transfer_batch`
-//! (migrations/20261125000300_ledger_transfer_batch.up.sql) for a whole batch.
-
-use std::time::Instant;
+//! A money movement: what is asked ([`Command`]), what it did ([`Outcome`]), and how both are
+//! counted in metrics and logs.
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
-use tokio::sync::{
-    mpsc::{self, error::TrySendError},
-    oneshot,
-};
 
-use crate::{
-    batch::{self, Executor, Pending},
-    config::BatchConfig,
-    domain::{AccountId, Amount, Currency, LedgerError},
-};
+use ledger_model::{AccountId, Currency};
+
+use super::{amount::Amount, error::LedgerError};
 
 /// What kind of movement; the `kind` column of `ledger.transfers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +25,19 @@ impl Kind {
             Kind::Transfer => "transfer",
             Kind::Deposit => "deposit",
             Kind::Withdrawal => "withdrawal",
+        }
+    }
+}
+
+impl TryFrom<String> for Kind {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "transfer" => Ok(Kind::Transfer),
+            "deposit" => Ok(Kind::Deposit),
+            "withdrawal" => Ok(Kind::Withdrawal),
+            _ => Err(format!("unknown transfer kind `{value}`")),
         }
     }
 }
@@ -72,14 +75,14 @@ impl Command {
 }
 
 /// One movement's answer: the transfer, both entries, and whether it is a replay.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
     pub transfer_id: i64,
     pub from_account_id: i64,
     pub to_account_id: i64,
     pub amount: i64,
     pub currency: String,
-    pub kind: String,
+    pub kind: Kind,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub from_entry_id: i64,
@@ -94,7 +97,7 @@ pub struct Outcome {
 impl Outcome {
     /// The second half of the pair assertions made in SQL: two entries summing to zero, the
     /// debit on the source, and a customer source never below zero.
-    pub(crate) fn check(&self) -> Result<(), LedgerError> {
+    pub fn check(&self) -> Result<(), LedgerError> {
         let broken = |what: &str| {
             Err(LedgerError::Invariant(format!(
                 "transfer {}: {what}",
@@ -107,61 +110,11 @@ impl Outcome {
         if self.from_entry_amount != -self.amount || self.amount <= 0 {
             return broken("debit entry does not match the amount");
         }
-        if self.kind != "deposit" && self.from_balance_after < 0 {
+        if self.kind != Kind::Deposit && self.from_balance_after < 0 {
             return broken("customer balance below zero");
         }
         Ok(())
     }
-}
-
-/// The ledger's write side: every money movement is queued for the batcher (see
-/// [`crate::batch`]) and applied by one call of `ledger.transfer_batch` together with whatever
-/// else arrived in the same window. With `batch.enabled = false` each request is applied at once
-/// as a batch of one, through the same code.
-#[derive(Clone)]
-pub struct Ledger {
-    exec: Executor,
-    queue: Option<mpsc::Sender<Pending>>,
-}
-
-impl Ledger {
-    /// Starts the batcher task (when enabled); call inside the Tokio runtime.
-    pub fn new(db: PgPool, max_transfer_amount: i64, batch: &BatchConfig) -> Self {
-        let exec = Executor::new(db, max_transfer_amount);
-        let queue = batch.enabled.then(|| batch::start(exec.clone(), batch));
-        Self { exec, queue }
-    }
-
-    /// Applies one command and answers with its own outcome. `deadline`: if it passes while the
-    /// command waits in the queue, the command is not applied (`deadline_exceeded`).
-    pub async fn apply(
-        &self,
-        cmd: Command,
-        deadline: Option<Instant>,
-    ) -> Result<Outcome, LedgerError> {
-        let (reply, answer) = oneshot::channel();
-        let pending = Pending {
-            cmd,
-            deadline,
-            enqueued: Instant::now(),
-            reply,
-        };
-        match &self.queue {
-            Some(queue) => match queue.try_send(pending) {
-                Ok(()) => {}
-                Err(TrySendError::Full(p)) => return refuse(p, LedgerError::QueueFull),
-                Err(TrySendError::Closed(p)) => return refuse(p, LedgerError::Unavailable),
-            },
-            None => self.exec.run(vec![pending]).await,
-        }
-        answer.await.unwrap_or(Err(LedgerError::Unavailable))
-    }
-}
-
-fn refuse(p: Pending, e: LedgerError) -> Result<Outcome, LedgerError> {
-    let result = Err(e);
-    record(&p.cmd, &result);
-    result
 }
 
 /// Counts a request refused before it reached the ledger (bad input, not allowed).
@@ -169,7 +122,7 @@ pub fn record_refusal(kind: Kind, reason: &'static str) {
     metrics::counter!("transfers_total", "outcome" => reason, "kind" => kind.as_str()).increment(1);
 }
 
-pub(crate) fn record(cmd: &Command, result: &Result<Outcome, LedgerError>) {
+pub fn record(cmd: &Command, result: &Result<Outcome, LedgerError>) {
     let outcome = match result {
         Ok(o) if o.replayed => {
             metrics::counter!("idempotent_replays_total").increment(1);
@@ -199,7 +152,7 @@ pub(crate) fn record(cmd: &Command, result: &Result<Outcome, LedgerError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use accounts::domain::Currencies;
+    use ledger_model::Currencies;
 
     fn cmd(amount: i64) -> Command {
         let currencies = Currencies::from_config(&["USD".into()]).unwrap();

@@ -1,5 +1,4 @@
 //! Shared setup: a fresh database, the transfers service in-process, accounts made with SQL.
-#![allow(dead_code)] // each test binary uses a different part
 
 use platform::{
     error::reason_of,

@@ -1,8 +1,6 @@
 //! Migrations are reversible: all the way down and up again leaves a working ledger.
 
-mod common;
-
-use common::App;
+use crate::support::App;
 use proto::transfers::v1::CreateTransferRequest;
 use test_support::{TestDb, authed};
 

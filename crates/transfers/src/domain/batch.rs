@@ -4,7 +4,7 @@
 //! Why: on a hot account every transfer in its own transaction waits for the previous one's row
 //! lock and leaves a dead row version behind; a batch locks, updates and commits the row once.
 //!
-//! The flow: [`crate::ledger::Ledger::apply`] puts a [`Pending`] on a bounded queue (full →
+//! The flow: [`super::ledger::Ledger::apply`] puts a [`Pending`] on a bounded queue (full →
 //! `transfer_queue_full` at once) and awaits its own oneshot answer. The collector task takes
 //! the first waiting request, then more for at most `batch.window_us` or until `batch.max_size`,
 //! waits for one of `batch.max_in_flight` slots, and hands the batch to [`Executor::run`].
@@ -29,17 +29,20 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
+use ledger_model::{AccountId, Currency};
 use sqlx::PgPool;
 use tokio::{
     sync::{Notify, Semaphore, mpsc, oneshot},
     time::Instant as TokioInstant,
 };
 
+use super::{
+    error::LedgerError,
+    movement::{Command, Kind, Outcome, record},
+};
 use crate::{
     config::BatchConfig,
-    domain::{AccountId, Currency, LedgerError},
-    ledger::{Command, Outcome, record},
+    store::{self, BatchRow},
 };
 
 /// A queued request and where its answer goes.
@@ -295,38 +298,16 @@ impl Executor {
         }
     }
 
-    /// One call of `ledger.transfer_batch`: `Ok` with each command's own result, in order, or
-    /// `Err` when the whole call failed (nothing of it committed if the database reported it).
-    /// One client span per batch round trip, named after the statement, never with parameters.
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "ledger.transfer_batch", otel.kind = "client", db.system = "postgresql", batch_size = cmds.len()))]
+    /// One call of `ledger.transfer_batch` (`store::apply_batch`): `Ok` with each command's own
+    /// result, in order, or `Err` when the whole call failed (nothing of it committed if the
+    /// database reported it).
     async fn call(
         &self,
         cmds: &[&Command],
     ) -> Result<Vec<Result<Outcome, LedgerError>>, LedgerError> {
-        let id = |a: Option<AccountId>| a.map(AccountId::get);
-        let rows = sqlx::query_as::<_, BatchRow>(
-            "SELECT * FROM ledger.transfer_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(cmds.iter().map(|c| c.username.as_str()).collect::<Vec<_>>())
-        .bind(cmds.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
-        .bind(cmds.iter().map(|c| id(c.from)).collect::<Vec<_>>())
-        .bind(cmds.iter().map(|c| id(c.to)).collect::<Vec<_>>())
-        .bind(cmds.iter().map(|c| c.amount.get()).collect::<Vec<_>>())
-        .bind(cmds.iter().map(|c| c.currency.as_str()).collect::<Vec<_>>())
-        .bind(self.max_transfer_amount)
-        .bind(
-            cmds.iter()
-                .map(|c| c.idempotency_key.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            cmds.iter()
-                .map(|c| c.idempotency_key.as_ref().map(|_| c.request_hash()))
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&self.db)
-        .await
-        .map_err(LedgerError::from_db)?;
+        let rows = store::apply_batch(&self.db, cmds, self.max_transfer_amount)
+            .await
+            .map_err(LedgerError::from_db)?;
         let mut results: Vec<Option<Result<Outcome, LedgerError>>> =
             (0..cmds.len()).map(|_| None).collect();
         for row in rows {
@@ -335,7 +316,7 @@ impl Executor {
                 .and_then(|i| i.checked_sub(1))
                 .and_then(|i| results.get_mut(i));
             match slot {
-                Some(slot) => *slot = Some(row.into_result()),
+                Some(slot) => *slot = Some(outcome_of(row)),
                 None => {
                     return Err(LedgerError::Invariant(format!(
                         "transfer_batch answered item {} of {}",
@@ -363,63 +344,37 @@ fn answer(p: Pending, result: Result<Outcome, LedgerError>) {
     let _ = p.reply.send(result);
 }
 
-/// One row of `ledger.transfer_batch`: item `idx` (1-based) failed with `error`, or the outcome.
-#[derive(Debug, sqlx::FromRow)]
-struct BatchRow {
-    idx: i32,
-    error: Option<String>,
-    transfer_id: Option<i64>,
-    from_account_id: Option<i64>,
-    to_account_id: Option<i64>,
-    amount: Option<i64>,
-    currency: Option<String>,
-    kind: Option<String>,
-    created_by: Option<String>,
-    created_at: Option<DateTime<Utc>>,
-    from_entry_id: Option<i64>,
-    from_entry_amount: Option<i64>,
-    from_balance_after: Option<i64>,
-    to_entry_id: Option<i64>,
-    to_entry_amount: Option<i64>,
-    to_balance_after: Option<i64>,
-    replayed: Option<bool>,
-}
-
-impl BatchRow {
-    fn into_result(self) -> Result<Outcome, LedgerError> {
-        if let Some(reason) = self.error {
-            return Err(LedgerError::from_reason(&reason));
-        }
-        let idx = self.idx;
-        let need = || LedgerError::Invariant(format!("transfer_batch item {idx}: missing column"));
-        let outcome = Outcome {
-            transfer_id: self.transfer_id.ok_or_else(need)?,
-            from_account_id: self.from_account_id.ok_or_else(need)?,
-            to_account_id: self.to_account_id.ok_or_else(need)?,
-            amount: self.amount.ok_or_else(need)?,
-            currency: self.currency.ok_or_else(need)?,
-            kind: self.kind.ok_or_else(need)?,
-            created_by: self.created_by.ok_or_else(need)?,
-            created_at: self.created_at.ok_or_else(need)?,
-            from_entry_id: self.from_entry_id.ok_or_else(need)?,
-            from_entry_amount: self.from_entry_amount.ok_or_else(need)?,
-            from_balance_after: self.from_balance_after.ok_or_else(need)?,
-            to_entry_id: self.to_entry_id.ok_or_else(need)?,
-            to_entry_amount: self.to_entry_amount.ok_or_else(need)?,
-            to_balance_after: self.to_balance_after.ok_or_else(need)?,
-            replayed: self.replayed.ok_or_else(need)?,
-        };
-        outcome.check().map(|()| outcome)
+/// Item `row.idx`'s own result, checked against the ledger's invariants (pair assertion).
+fn outcome_of(row: BatchRow) -> Result<Outcome, LedgerError> {
+    if let Some(reason) = row.error {
+        return Err(LedgerError::from_reason(&reason));
     }
+    let idx = row.idx;
+    let need = || LedgerError::Invariant(format!("transfer_batch item {idx}: missing column"));
+    let outcome = Outcome {
+        transfer_id: row.transfer_id.ok_or_else(need)?,
+        from_account_id: row.from_account_id.ok_or_else(need)?,
+        to_account_id: row.to_account_id.ok_or_else(need)?,
+        amount: row.amount.ok_or_else(need)?,
+        currency: row.currency.ok_or_else(need)?,
+        kind: Kind::try_from(row.kind.ok_or_else(need)?).map_err(LedgerError::Invariant)?,
+        created_by: row.created_by.ok_or_else(need)?,
+        created_at: row.created_at.ok_or_else(need)?,
+        from_entry_id: row.from_entry_id.ok_or_else(need)?,
+        from_entry_amount: row.from_entry_amount.ok_or_else(need)?,
+        from_balance_after: row.from_balance_after.ok_or_else(need)?,
+        to_entry_id: row.to_entry_id.ok_or_else(need)?,
+        to_entry_amount: row.to_entry_amount.ok_or_else(need)?,
+        to_balance_after: row.to_balance_after.ok_or_else(need)?,
+        replayed: row.replayed.ok_or_else(need)?,
+    };
+    outcome.check().map(|()| outcome)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        domain::{Amount, Currencies},
-        ledger::Kind,
-    };
+    use crate::domain::{Amount, Currencies};
 
     fn pending(from: Option<i64>, to: Option<i64>, currency: &str) -> Pending {
         let currencies = Currencies::from_config(&["USD".into(), "EUR".into()]).unwrap();

@@ -1,9 +1,7 @@
 //! The transfers service through gRPC against a real PostgreSQL: money movements, every refusal
 //! with its status and reason, and the reads.
 
-mod common;
-
-use common::{App, assert_status, with_key};
+use crate::support::{App, assert_status, with_key};
 use proto::transfers::v1::{
     CreateTransferRequest, DepositRequest, GetTransferRequest, ListEntriesRequest,
     ListTransfersRequest, ReconcileRequest, TransferKind, WithdrawRequest,
@@ -717,6 +715,7 @@ async fn key_cleanup_deletes_only_keys_past_retention_in_bounded_batches() {
 
 #[test]
 fn retention_below_24_hours_is_refused_at_startup() {
+    use platform::config::Validate;
     let mut cfg = transfers::config::Config::default();
     assert!(cfg.validate().is_ok());
     cfg.idempotency.retention_hours = 23;

@@ -6,6 +6,8 @@
 
 use sqlx::PgPool;
 
+use crate::store;
+
 /// At most this many violations of each kind are reported.
 const MAX_VIOLATIONS_PER_CHECK: i64 = 100;
 
@@ -59,19 +61,10 @@ impl Report {
 }
 
 pub async fn run(pool: &PgPool) -> Result<Report, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = store::begin_snapshot(pool).await?;
     let mut report = Report::default();
 
-    let totals: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT currency, COALESCE(SUM(balance), 0)::bigint, COUNT(*)
-         FROM ledger.accounts GROUP BY currency ORDER BY currency",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    for (currency, total_balance, accounts) in totals {
+    for (currency, total_balance, accounts) in store::sum_balances_by_currency(&mut tx).await? {
         if total_balance != 0 {
             report.violations.push(format!(
                 "currency {currency}: balances sum to {total_balance}, not 0"
@@ -84,21 +77,8 @@ pub async fn run(pool: &PgPool) -> Result<Report, sqlx::Error> {
         });
     }
 
-    report.accounts_checked = sqlx::query_scalar("SELECT COUNT(*) FROM ledger.accounts")
-        .fetch_one(&mut *tx)
-        .await?;
-    let accounts: Vec<(i64, i64, i64, bool)> = sqlx::query_as(
-        "SELECT a.id, a.balance, COALESCE(e.total, 0)::bigint,
-                a.kind = 'customer' AND a.balance < 0
-         FROM ledger.accounts a
-         LEFT JOIN (SELECT account_id, SUM(amount) AS total FROM ledger.entries GROUP BY account_id) e
-                ON e.account_id = a.id
-         WHERE a.balance <> COALESCE(e.total, 0) OR (a.kind = 'customer' AND a.balance < 0)
-         ORDER BY a.id LIMIT $1",
-    )
-    .bind(MAX_VIOLATIONS_PER_CHECK)
-    .fetch_all(&mut *tx)
-    .await?;
+    report.accounts_checked = store::count_accounts(&mut tx).await?;
+    let accounts = store::find_unbalanced_accounts(&mut tx, MAX_VIOLATIONS_PER_CHECK).await?;
     for (id, balance, entries, negative) in accounts {
         if balance != entries {
             report.violations.push(format!(
@@ -112,23 +92,8 @@ pub async fn run(pool: &PgPool) -> Result<Report, sqlx::Error> {
         }
     }
 
-    report.transfers_checked = sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transfers")
-        .fetch_one(&mut *tx)
-        .await?;
-    let transfers: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT t.id, COUNT(e.id), COALESCE(SUM(e.amount), 0)::bigint
-         FROM ledger.transfers t
-         LEFT JOIN ledger.entries e ON e.transfer_id = t.id
-         GROUP BY t.id
-         HAVING COUNT(e.id) <> 2
-             OR COALESCE(SUM(e.amount), 0) <> 0
-             OR COUNT(*) FILTER (WHERE e.account_id = t.from_account_id AND e.amount = -t.amount) <> 1
-             OR COUNT(*) FILTER (WHERE e.account_id = t.to_account_id AND e.amount = t.amount) <> 1
-         ORDER BY t.id LIMIT $1",
-    )
-    .bind(MAX_VIOLATIONS_PER_CHECK)
-    .fetch_all(&mut *tx)
-    .await?;
+    report.transfers_checked = store::count_transfers(&mut tx).await?;
+    let transfers = store::find_unbalanced_transfers(&mut tx, MAX_VIOLATIONS_PER_CHECK).await?;
     for (id, entries, sum) in transfers {
         report.violations.push(format!(
             "transfer {id}: {entries} entries summing to {sum}; want -amount on its source and +amount on its destination"

@@ -2,17 +2,15 @@
 //! no gateway (the real numbers come from `cargo xtask bench`). For tuning `batch.*`:
 //!
 //! ```text
-//! cargo test --release -p transfers --test throughput_probe -- --ignored --nocapture
+//! cargo test --release -p transfers --test integration -- --ignored --nocapture throughput_probe
 //! ```
 //!
 //! It prints, per setting, transfers/s and p99 latency at 32 clients, spread over 200 accounts
 //! (uniform) and all into one account (hot).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::App;
+use crate::support::App;
 use proto::transfers::v1::{
     CreateTransferRequest, transfers_service_client::TransfersServiceClient,
 };

@@ -1,11 +1,9 @@
 //! Concurrency: ordered locking never deadlocks, and one idempotency key moves money once.
 //! In-flight requests are bounded (`buffer_unordered`) to what a 2-core machine runs sensibly.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{App, with_key};
+use crate::support::{App, with_key};
 use futures::{StreamExt, stream};
 use platform::error::reason_of;
 use proto::transfers::v1::CreateTransferRequest;

@@ -3,6 +3,14 @@ use std::{collections::BTreeSet, fmt};
 use platform::ApiError;
 use tonic::Code;
 
+/// The currencies accounts may be opened in and money may move in when none are configured.
+pub fn default_currencies() -> Vec<String> {
+    ["USD", "EUR", "GBP", "CAD", "JPY"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
 /// An ISO 4217 code from the configured list, uppercase.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Currency(String);

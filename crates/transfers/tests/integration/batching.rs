@@ -5,11 +5,9 @@
 //! Failures are injected in the database itself (a statement trigger on `ledger.transfers` that
 //! sleeps or raises while a row sits in `public.batch_gate`), so the service has no test hooks.
 
-mod common;
-
 use std::{collections::HashSet, time::Duration};
 
-use common::{App, assert_status, with_key};
+use crate::support::{App, assert_status, with_key};
 use futures::{StreamExt, stream};
 use platform::error::reason_of;
 use proto::transfers::v1::{

@@ -1,0 +1,3 @@
+//! The platform crate's integration tests, one binary (helpers, when there are any, in `support/`).
+
+mod server;

@@ -1,0 +1,69 @@
+//! The ledger's reads: a transfer, an account's transfers and its statement, each only for who
+//! may see them (the owner of an account on either side, or a banker).
+
+use ledger_model::{Account, AccountId, AccountKind, PageSize, PageToken};
+use platform::{ApiError, Caller};
+use sqlx::PgPool;
+
+use super::error::{LedgerError, Refusal};
+use crate::store::{self, EntryRow, TransferRow};
+
+#[derive(Clone)]
+pub struct Reads {
+    pub db: PgPool,
+}
+
+impl Reads {
+    /// The transfer if the caller owns one of its accounts or is a banker; NOT_FOUND otherwise.
+    pub async fn transfer(&self, caller: &Caller, id: i64) -> Result<TransferRow, ApiError> {
+        let owns = |owner: &str, kind: AccountKind| {
+            kind == AccountKind::Customer && owner == caller.username
+        };
+        store::get_transfer(&self.db, id)
+            .await?
+            .filter(|t| {
+                caller.is_banker()
+                    || owns(&t.from_owner, t.from_kind)
+                    || owns(&t.to_owner, t.to_kind)
+            })
+            .map(|t| t.transfer)
+            .ok_or_else(|| ApiError::not_found("transfer_not_found", "no such transfer"))
+    }
+
+    /// One page of the account's transfers (either direction), newest first, and the next
+    /// page's token.
+    pub async fn transfers(
+        &self,
+        caller: &Caller,
+        account: AccountId,
+        size: PageSize,
+        token: PageToken,
+    ) -> Result<(Vec<TransferRow>, String), ApiError> {
+        self.readable_account(caller, account).await?;
+        let mut rows = store::list_transfers(&self.db, account, size, token).await?;
+        let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
+        Ok((rows, next_page_token))
+    }
+
+    /// One page of the account's statement, newest first, and the next page's token.
+    pub async fn entries(
+        &self,
+        caller: &Caller,
+        account: AccountId,
+        size: PageSize,
+        token: PageToken,
+    ) -> Result<(Vec<EntryRow>, String), ApiError> {
+        self.readable_account(caller, account).await?;
+        let mut rows = store::list_entries(&self.db, account, size, token).await?;
+        let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
+        Ok((rows, next_page_token))
+    }
+
+    /// The account, if the caller may read it (owner or banker); NOT_FOUND otherwise.
+    async fn readable_account(&self, caller: &Caller, id: AccountId) -> Result<Account, ApiError> {
+        ledger_model::store::get_account(&self.db, id)
+            .await?
+            .filter(|account| account.visible_to(caller))
+            .ok_or_else(|| LedgerError::from(Refusal::AccountNotFound).into())
+    }
+}

@@ -1,0 +1,10 @@
+//! The transfers service's integration tests, one binary: the service in-process against a real
+//! PostgreSQL (a fresh database per test). Helpers in `support/`.
+
+mod batching;
+mod concurrency;
+mod migrations;
+mod sql_reasons;
+mod support;
+mod throughput_probe;
+mod transfers_api;
