@@ -19,6 +19,7 @@ bench:
 fmt:
     cargo fmt --all
 
+# Format check and lints; the lint rules are `[workspace.lints]` in Cargo.toml, -D warnings as in CI.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
