@@ -10,4 +10,5 @@ pub mod consumer;
 pub mod event;
 pub mod render;
 pub mod startup;
+pub mod store;
 pub mod transport;
