@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod field_path;
 pub mod grpc_proxy;
 pub mod http_api;
 pub mod openapi;

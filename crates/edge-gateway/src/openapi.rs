@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use prost_reflect::{EnumDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
-use crate::routes::{BodyRule, Route, RouteTable};
+use crate::{
+    field_path,
+    routes::{BodyRule, Route, RouteTable},
+};
 
 /// RPCs callable without a bearer token (they create or exchange credentials).
 pub const PUBLIC_RPCS: [&str; 4] = [
@@ -97,7 +100,7 @@ fn operation(route: &Route, schemas: &mut Schemas, op_ids: &mut BTreeSet<String>
     let mut parameters = Vec::new();
     for var in &route.template.variables {
         let name = var.field_path.join(".");
-        let field = crate::transcode::resolve_field(&input, &var.field_path);
+        let field = field_path::resolve(&input, &var.field_path);
         let mut p = json!({
             "name": name,
             "in": "path",
@@ -438,6 +441,22 @@ mod tests {
             "#/components/schemas/Error"
         );
         assert!(d["components"]["schemas"]["transactions.accounts.v1.Account"].is_object());
+    }
+
+    /// The operations of a new `.proto` come from its http rules with no gateway code, one
+    /// operation id per binding.
+    #[test]
+    fn a_new_rpc_in_a_proto_is_documented_with_no_gateway_code() {
+        let table = crate::routes::tests::table_with_a_new_proto();
+        let doc = document(&table, "");
+        assert_eq!(
+            doc["paths"]["/v1/notes/{username}"]["patch"]["operationId"],
+            "NotesService_Annotate"
+        );
+        assert_eq!(
+            doc["paths"]["/v1/notes:annotate"]["post"]["operationId"],
+            "NotesService_Annotate2"
+        );
     }
 
     #[test]

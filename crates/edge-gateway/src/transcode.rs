@@ -9,22 +9,7 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value};
 
-use crate::{error::GatewayError, routes::BodyRule};
-
-/// Finds a field by a path of names, each the proto name or the JSON name.
-pub fn resolve_field(message: &MessageDescriptor, path: &[String]) -> Option<FieldDescriptor> {
-    let (first, rest) = path.split_first()?;
-    let field = message
-        .get_field_by_name(first)
-        .or_else(|| message.get_field_by_json_name(first))?;
-    if rest.is_empty() {
-        return Some(field);
-    }
-    match field.kind() {
-        Kind::Message(m) if !field.is_list() && !field.is_map() => resolve_field(&m, rest),
-        _ => None,
-    }
-}
+use crate::{error::GatewayError, field_path, routes::BodyRule};
 
 /// Builds the request message from path variables, query string and body.
 pub fn request_message(
@@ -56,7 +41,7 @@ pub fn request_message(
         }
     }
     for (path, raw) in path_vars {
-        let field = resolve_field(input, path).ok_or_else(|| {
+        let field = field_path::resolve(input, path).ok_or_else(|| {
             GatewayError::invalid_field(&path.join("."), "not a field of the request")
         })?;
         set_path(&mut root, path, scalar_json(&field, raw));
@@ -67,7 +52,7 @@ pub fn request_message(
     {
         for (key, raw) in form_urlencoded::parse(query.as_bytes()) {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-            let field = resolve_field(input, &path)
+            let field = field_path::resolve(input, &path)
                 .ok_or_else(|| GatewayError::invalid_field(&key, "unknown query parameter"))?;
             if matches!(&field.kind(), Kind::Message(m) if !is_scalar_like(m)) {
                 return Err(GatewayError::invalid_field(
