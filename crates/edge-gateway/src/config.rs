@@ -127,15 +127,155 @@ pub fn upstream_key(package: &str) -> &str {
     parts.last().copied().unwrap_or(package)
 }
 
+/// Every bound is checked here, once, at start-up: the code that uses a value takes it as it is,
+/// so a value outside its bound is refused naming its key instead of being quietly replaced.
 impl platform::config::Validate for Config {
     fn validate(&self) -> anyhow::Result<()> {
+        use platform::config::ensure_in_range;
+        // 0 would fail every connection at once; past a minute a caller has long given up
+        ensure_in_range(
+            "upstream_connect_timeout_ms",
+            self.upstream_connect_timeout_ms,
+            1..=60_000,
+        )?;
+        let limits = &self.limits;
+        // a JSON API takes small bodies; 16 MiB is far beyond any request of the contract
+        ensure_in_range(
+            "limits.body_limit_bytes",
+            limits.body_limit_bytes,
+            1..=16 * 1024 * 1024,
+        )?;
+        // 0 would answer every call 504; these are unary calls, five minutes is already generous
+        ensure_in_range(
+            "limits.request_timeout_ms",
+            limits.request_timeout_ms,
+            1..=300_000,
+        )?;
+        // 0 would answer every call 503
+        ensure_in_range(
+            "limits.concurrency_limit",
+            limits.concurrency_limit,
+            1..=100_000,
+        )?;
+        // 0 would close every HTTP/1 connection before its first request
+        ensure_in_range(
+            "limits.header_read_timeout_ms",
+            limits.header_read_timeout_ms,
+            1..=600_000,
+        )?;
+        let rate = &self.rate_limit;
+        // an empty bucket would refuse every limited call (per_ip_per_minute = 0 turns it off)
+        ensure_in_range("rate_limit.burst", rate.burst, 1..=100_000)?;
+        // the memory bound of the limiter: a tracked IP costs about 50 bytes
+        ensure_in_range(
+            "rate_limit.max_tracked_ips",
+            rate.max_tracked_ips,
+            1..=10_000_000,
+        )?;
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use platform::config::Validate;
+
     use super::*;
+
+    /// The validation error of the default config changed by `tweak`.
+    fn refusal(tweak: impl FnOnce(&mut Config)) -> String {
+        let mut cfg = Config::default();
+        tweak(&mut cfg);
+        match cfg.validate() {
+            Ok(()) => panic!("accepted: {cfg:?}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn limits_of_zero_are_refused_naming_the_key() {
+        type Tweak = fn(&mut Config);
+        let cases: [(&str, Tweak); 7] = [
+            ("upstream_connect_timeout_ms", |c| {
+                c.upstream_connect_timeout_ms = 0
+            }),
+            ("limits.body_limit_bytes", |c| c.limits.body_limit_bytes = 0),
+            ("limits.request_timeout_ms", |c| {
+                c.limits.request_timeout_ms = 0
+            }),
+            ("limits.concurrency_limit", |c| {
+                c.limits.concurrency_limit = 0
+            }),
+            ("limits.header_read_timeout_ms", |c| {
+                c.limits.header_read_timeout_ms = 0
+            }),
+            ("rate_limit.burst", |c| c.rate_limit.burst = 0),
+            ("rate_limit.max_tracked_ips", |c| {
+                c.rate_limit.max_tracked_ips = 0
+            }),
+        ];
+        for (key, tweak) in cases {
+            let message = refusal(tweak);
+            assert!(message.starts_with(key), "{key}: {message}");
+            assert!(message.contains("got 0"), "{key}: {message}");
+        }
+    }
+
+    #[test]
+    fn limits_beyond_their_bound_are_refused_naming_the_key() {
+        let message = refusal(|c| c.limits.request_timeout_ms = 300_001);
+        assert!(
+            message.starts_with("limits.request_timeout_ms must be between 1 and 300000"),
+            "{message}"
+        );
+        let message = refusal(|c| c.limits.body_limit_bytes = 16 * 1024 * 1024 + 1);
+        assert!(message.starts_with("limits.body_limit_bytes"), "{message}");
+        let message = refusal(|c| c.rate_limit.max_tracked_ips = 10_000_001);
+        assert!(
+            message.starts_with("rate_limit.max_tracked_ips"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_smallest_limits_and_a_rate_limit_turned_off_are_accepted() {
+        let cfg = Config {
+            upstream_connect_timeout_ms: 1,
+            limits: Limits {
+                body_limit_bytes: 1,
+                request_timeout_ms: 1,
+                concurrency_limit: 1,
+                header_read_timeout_ms: 1,
+            },
+            rate_limit: RateLimit {
+                per_ip_per_minute: 0,
+                burst: 1,
+                max_tracked_ips: 1,
+                ..RateLimit::default()
+            },
+            ..Config::default()
+        };
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn a_bad_value_from_the_environment_stops_loading_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EDGE_GATEWAY_LIMITS__CONCURRENCY_LIMIT", "0");
+            let err = platform::config::load::<Config>("edge-gateway").unwrap_err();
+            assert!(
+                format!("{err:#}").contains("limits.concurrency_limit must be between"),
+                "{err:#}"
+            );
+            Ok(())
+        });
+    }
 
     #[test]
     fn upstream_key_is_the_service_segment_of_the_package() {

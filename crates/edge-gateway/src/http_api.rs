@@ -44,6 +44,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Takes the limits of `cfg` as they are: its validation at start-up refused any out of bounds.
     pub fn new(
         cfg: &Config,
         table: RouteTable,
@@ -55,9 +56,9 @@ impl Gateway {
             upstreams,
             limiter,
             rate_limited: cfg.rate_limit.methods.iter().cloned().collect(),
-            in_flight: Semaphore::new(cfg.limits.concurrency_limit.max(1)),
+            in_flight: Semaphore::new(cfg.limits.concurrency_limit),
             body_limit_bytes: cfg.limits.body_limit_bytes,
-            request_timeout: Duration::from_millis(cfg.limits.request_timeout_ms.max(1)),
+            request_timeout: Duration::from_millis(cfg.limits.request_timeout_ms),
             trusted_proxies: cfg.trusted_proxies.clone(),
         }
     }

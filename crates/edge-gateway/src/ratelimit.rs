@@ -22,12 +22,17 @@ struct Bucket {
 }
 
 impl RateLimiter {
-    /// `per_minute == 0` means unlimited.
+    /// `per_minute == 0` means unlimited. `burst` and `max_tracked` are at least 1, as the
+    /// gateway's config validation refuses anything less (`rate_limit.burst`,
+    /// `rate_limit.max_tracked_ips`): an empty bucket would refuse every request, and a bound of
+    /// no IPs would leave nothing to forget.
     pub fn new(per_minute: u32, burst: u32, max_tracked: usize) -> Self {
+        assert!(burst >= 1, "rate limit burst must be at least 1");
+        assert!(max_tracked >= 1, "rate limit must track at least 1 IP");
         Self {
             per_sec: f64::from(per_minute) / 60.0,
-            burst: f64::from(burst.max(1)),
-            max_tracked: max_tracked.max(1),
+            burst: f64::from(burst),
+            max_tracked,
             buckets: Mutex::new(HashMap::new()),
         }
     }

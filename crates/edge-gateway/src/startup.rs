@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{Router, response::IntoResponse};
-use platform::{Listeners, Shutdown, http::Readiness};
+use platform::{Listeners, Shutdown, config::Validate, http::Readiness};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_swagger_ui::SwaggerUi;
@@ -22,6 +22,8 @@ use crate::{
 };
 
 pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+    // again, for a config built in code rather than loaded: the same values are refused
+    cfg.validate()?;
     let table = RouteTable::from_descriptor_set(proto::DESCRIPTOR_SET)
         .context("cannot build routes from the descriptor set")?;
     let mut packages: Vec<String> = table.routes.iter().map(|r| r.package.clone()).collect();
