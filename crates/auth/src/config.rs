@@ -1,6 +1,9 @@
 //! Settings of the auth service (see the README's table for every key).
 
-use platform::config::{DatabaseConfig, RedisConfig, ServerConfig, TelemetryConfig, TokenConfig};
+use platform::config::{
+    DatabaseConfig, RedisConfig, ServerConfig, TelemetryConfig, TokenConfig, Validate,
+    ensure_in_range,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,8 +169,238 @@ impl Default for RelayConfig {
     }
 }
 
-impl platform::config::Validate for Config {
+/// Refuses a bad value at start-up, naming its key. Nothing is clamped later: the code that uses a
+/// value takes it as it is here (a zero window, batch or timeout used to become 1 silently).
+impl Validate for Config {
     fn validate(&self) -> anyhow::Result<()> {
+        validate_redis("redis", &self.redis)?;
+
+        let s = &self.session;
+        ensure_in_range(
+            "session.access_token_ttl_secs",
+            s.access_token_ttl_secs,
+            1..=DAY_SECS,
+        )?;
+        ensure_in_range(
+            "session.refresh_token_ttl_secs",
+            s.refresh_token_ttl_secs,
+            1..=YEAR_SECS,
+        )?;
+
+        let p = &self.password;
+        // argon2 itself refuses memory below 8 KiB per lane; these are the sane outer bounds
+        ensure_in_range(
+            "password.argon2_memory_kib",
+            p.argon2_memory_kib,
+            8..=GIB_IN_KIB,
+        )?;
+        ensure_in_range("password.argon2_iterations", p.argon2_iterations, 1..=100)?;
+        ensure_in_range("password.argon2_parallelism", p.argon2_parallelism, 1..=64)?;
+        ensure_in_range(
+            "password.max_concurrent_hashes",
+            p.max_concurrent_hashes,
+            1..=1_024,
+        )?;
+
+        let v = &self.verification;
+        ensure_in_range(
+            "verification.code_ttl_secs",
+            v.code_ttl_secs,
+            1..=30 * DAY_SECS,
+        )?;
+        ensure_in_range(
+            "verification.resend_max_per_window",
+            v.resend_max_per_window,
+            1..=1_000,
+        )?;
+        ensure_in_range(
+            "verification.resend_window_secs",
+            v.resend_window_secs,
+            1..=7 * DAY_SECS,
+        )?;
+
+        let t = &self.login_throttle;
+        ensure_in_range(
+            "login_throttle.max_failures_per_username",
+            t.max_failures_per_username,
+            1..=10_000,
+        )?;
+        ensure_in_range(
+            "login_throttle.max_failures_per_ip",
+            t.max_failures_per_ip,
+            1..=1_000_000,
+        )?;
+        ensure_in_range("login_throttle.window_secs", t.window_secs, 1..=DAY_SECS)?;
+
+        let r = &self.relay;
+        if let Some(redis) = &r.redis {
+            validate_redis("relay.redis", redis)?;
+        }
+        ensure_in_range("relay.batch_size", r.batch_size, 1..=10_000)?;
+        ensure_in_range("relay.poll_interval_ms", r.poll_interval_ms, 1..=HOUR_MS)?;
+        ensure_in_range("relay.stream_maxlen", r.stream_maxlen, 1..=100_000_000)?;
+        ensure_in_range(
+            "relay.backoff_initial_ms",
+            r.backoff_initial_ms,
+            1..=HOUR_MS,
+        )?;
+        ensure_in_range("relay.backoff_max_ms", r.backoff_max_ms, 1..=HOUR_MS)?;
+        anyhow::ensure!(
+            r.backoff_initial_ms <= r.backoff_max_ms,
+            "relay.backoff_initial_ms must be at most relay.backoff_max_ms ({} > {})",
+            r.backoff_initial_ms,
+            r.backoff_max_ms
+        );
+        // 0 is allowed: published rows are deleted at the next cleanup
+        ensure_in_range("relay.retention_secs", r.retention_secs, 0..=YEAR_SECS)?;
+        ensure_in_range(
+            "relay.cleanup_interval_secs",
+            r.cleanup_interval_secs,
+            1..=7 * DAY_SECS,
+        )?;
+        ensure_in_range(
+            "relay.cleanup_batch_size",
+            r.cleanup_batch_size,
+            1..=100_000,
+        )?;
         Ok(())
+    }
+}
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_SECS: u64 = 86_400;
+const YEAR_SECS: u64 = 365 * DAY_SECS;
+const GIB_IN_KIB: u32 = 1_048_576;
+
+/// The Redis settings auth relies on: `timeout_ms` bounds every throttle check and every publish
+/// of the relay (0 would make each of them fail at once).
+fn validate_redis(key: &str, redis: &RedisConfig) -> anyhow::Result<()> {
+    ensure_in_range(&format!("{key}.timeout_ms"), redis.timeout_ms, 1..=60_000)?;
+    ensure_in_range(&format!("{key}.pool_size"), redis.pool_size, 1..=1_024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Tweak = fn(&mut Config);
+
+    /// The error of validating the default config after `tweak`.
+    fn refusal(tweak: impl FnOnce(&mut Config)) -> String {
+        let mut cfg = Config::default();
+        tweak(&mut cfg);
+        format!("{:#}", cfg.validate().expect_err("refused"))
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn zeros_that_used_to_be_clamped_to_one_are_refused_naming_the_key() {
+        let cases: [(&str, Tweak); 9] = [
+            ("redis.timeout_ms", |c| c.redis.timeout_ms = 0),
+            ("login_throttle.window_secs", |c| {
+                c.login_throttle.window_secs = 0
+            }),
+            ("verification.resend_window_secs", |c| {
+                c.verification.resend_window_secs = 0
+            }),
+            ("relay.batch_size", |c| c.relay.batch_size = 0),
+            ("relay.poll_interval_ms", |c| c.relay.poll_interval_ms = 0),
+            ("relay.backoff_initial_ms", |c| {
+                c.relay.backoff_initial_ms = 0
+            }),
+            ("relay.backoff_max_ms", |c| c.relay.backoff_max_ms = 0),
+            ("relay.cleanup_interval_secs", |c| {
+                c.relay.cleanup_interval_secs = 0
+            }),
+            ("relay.cleanup_batch_size", |c| {
+                c.relay.cleanup_batch_size = 0
+            }),
+        ];
+        for (key, tweak) in cases {
+            let err = refusal(tweak);
+            assert!(
+                err.starts_with(&format!("{key} must be between 1 and ")),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_relays_own_redis_is_held_to_the_same_rules() {
+        let err = refusal(|c| {
+            c.relay.redis = Some(RedisConfig {
+                timeout_ms: 0,
+                ..RedisConfig::default()
+            })
+        });
+        assert!(
+            err.starts_with("relay.redis.timeout_ms must be between"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn limits_that_would_refuse_everyone_are_refused() {
+        let cases: [(&str, Tweak); 5] = [
+            ("login_throttle.max_failures_per_username", |c| {
+                c.login_throttle.max_failures_per_username = 0
+            }),
+            ("login_throttle.max_failures_per_ip", |c| {
+                c.login_throttle.max_failures_per_ip = 0
+            }),
+            ("verification.resend_max_per_window", |c| {
+                c.verification.resend_max_per_window = 0
+            }),
+            ("password.max_concurrent_hashes", |c| {
+                c.password.max_concurrent_hashes = 0
+            }),
+            ("session.access_token_ttl_secs", |c| {
+                c.session.access_token_ttl_secs = 0
+            }),
+        ];
+        for (key, tweak) in cases {
+            let err = refusal(tweak);
+            assert!(
+                err.starts_with(&format!("{key} must be between 1 and ")),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_beyond_their_upper_bound_are_refused() {
+        let err = refusal(|c| c.relay.batch_size = 10_001);
+        assert_eq!(
+            err,
+            "relay.batch_size must be between 1 and 10000 (got 10001)"
+        );
+        let err = refusal(|c| c.password.argon2_memory_kib = 2 * GIB_IN_KIB);
+        assert!(
+            err.starts_with("password.argon2_memory_kib must be between"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_backoff_that_starts_above_its_cap_is_refused() {
+        let err = refusal(|c| {
+            c.relay.backoff_initial_ms = 5_000;
+            c.relay.backoff_max_ms = 1_000;
+        });
+        assert!(
+            err.starts_with("relay.backoff_initial_ms must be at most relay.backoff_max_ms"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_retention_of_zero_is_allowed() {
+        let mut cfg = Config::default();
+        cfg.relay.retention_secs = 0;
+        cfg.validate().unwrap();
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use platform::{Listeners, Shutdown, http::Readiness, token::Keys};
+use platform::{Listeners, Shutdown, config::Validate, http::Readiness, token::Keys};
 use proto::auth::v1::auth_service_server::AuthServiceServer;
 
 use crate::{
@@ -13,6 +13,8 @@ use crate::{
 };
 
 pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+    // again here (config::load did it too) so a config built in code is held to the same rules
+    cfg.validate()?;
     let db = platform::db::pool(&cfg.database)?;
     let redis = platform::redis::pool(&cfg.redis)?;
     let keys = signing_keys(&cfg)?;
@@ -60,11 +62,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     // the servers are down (by signal or by error): stop the relay too, then close the pool
     shutdown.trigger();
     if let Some(handle) = relay {
-        match handle.await {
-            Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "outbox relay failed"),
-            Err(e) => tracing::error!(error = %e, "outbox relay panicked"),
-            Ok(Ok(())) => {}
-        }
+        platform::shutdown::join_background("outbox relay", handle).await;
     }
     db.close().await;
     result

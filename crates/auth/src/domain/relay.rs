@@ -25,6 +25,7 @@ pub use crate::store::stream_key;
 
 /// Runs the relay until `shutdown`. `redis` is the pool of the Redis the stream lives in, built
 /// from `redis_cfg` (whose key prefix names the stream and whose timeout bounds each publish).
+/// The settings are taken as they are: `Config::validate` refused zeros at start-up.
 pub async fn run(
     db: PgPool,
     redis: Pool,
@@ -34,7 +35,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let relay = Relay {
         stream: stream_key(&redis_cfg.key_prefix),
-        redis_timeout: Duration::from_millis(redis_cfg.timeout_ms.max(1)),
+        redis_timeout: Duration::from_millis(redis_cfg.timeout_ms),
         redis,
         db,
         cfg,
@@ -54,10 +55,10 @@ struct Relay {
 impl Relay {
     async fn run(&self, shutdown: Shutdown) {
         tracing::info!(stream = %self.stream, "outbox relay started");
-        let initial = Duration::from_millis(self.cfg.backoff_initial_ms.max(1));
-        let max = Duration::from_millis(self.cfg.backoff_max_ms.max(1));
-        let poll = Duration::from_millis(self.cfg.poll_interval_ms.max(1));
-        let cleanup_every = Duration::from_secs(self.cfg.cleanup_interval_secs.max(1));
+        let initial = Duration::from_millis(self.cfg.backoff_initial_ms);
+        let max = Duration::from_millis(self.cfg.backoff_max_ms);
+        let poll = Duration::from_millis(self.cfg.poll_interval_ms);
+        let cleanup_every = Duration::from_secs(self.cfg.cleanup_interval_secs);
         let mut backoff = initial;
         let mut listener: Option<PgListener> = None;
         let mut last_cleanup: Option<Instant> = None;
@@ -127,7 +128,7 @@ impl Relay {
             // another replica is publishing; it drains everything, including what woke us
             return Ok(0);
         }
-        let rows = store::lock_unpublished(&mut tx, self.cfg.batch_size.max(1)).await?;
+        let rows = store::lock_unpublished(&mut tx, self.cfg.batch_size).await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -159,7 +160,7 @@ impl Relay {
             i64::try_from(self.cfg.retention_secs).unwrap_or(i64::MAX / 1000),
         );
         let cutoff = chrono::Utc::now() - retention;
-        let limit = self.cfg.cleanup_batch_size.max(1);
+        let limit = self.cfg.cleanup_batch_size;
         loop {
             match store::delete_published_before(&self.db, cutoff, limit).await {
                 Ok(n) if n >= limit as u64 => continue,

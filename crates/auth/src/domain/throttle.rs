@@ -82,8 +82,7 @@ impl Throttle {
             .into_iter()
             .map(|(key, _)| key)
             .collect();
-        for e in store::incr_login_failures(&self.redis, &keys, self.login.window_secs.max(1)).await
-        {
+        for e in store::incr_login_failures(&self.redis, &keys, self.login.window_secs).await {
             tracing::warn!(error = %e, "cannot record a login failure");
         }
     }
@@ -100,12 +99,8 @@ impl Throttle {
     /// Counts a resend request; `TooManyRequests` beyond the configured number per window.
     pub async fn hit_resend(&self, username: &str) -> Result<(), AuthError> {
         let key = store::resend_requests_key(&self.prefix, username);
-        match store::incr_resend_requests(
-            &self.redis,
-            &key,
-            self.verification.resend_window_secs.max(1),
-        )
-        .await
+        match store::incr_resend_requests(&self.redis, &key, self.verification.resend_window_secs)
+            .await
         {
             Ok(window) if window.count <= self.verification.resend_max_per_window => Ok(()),
             Ok(window) => Err(AuthError::TooManyRequests {
