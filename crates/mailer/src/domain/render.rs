@@ -8,7 +8,7 @@ use lettre::{
     message::{Body, Mailbox, MultiPart, header::ContentTransferEncoding},
 };
 
-use crate::event::{EventType, UserEvent};
+use super::event::{EventType, UserEvent};
 
 /// An event whose contents cannot make an email (e.g. a malformed recipient address). Retrying
 /// does not help: the event is dead-lettered at once.
@@ -129,7 +129,7 @@ fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::VerificationPayload;
+    use crate::domain::event::VerificationPayload;
 
     fn event(kind: EventType, full_name: &str, secret: &str) -> UserEvent {
         UserEvent {

@@ -1,0 +1,387 @@
+//! The consumer-group loop: read user events, send each email once, acknowledge after success.
+//!
+//! # How one event is handled
+//! 1. XREADGROUP (new messages) or XAUTOCLAIM (messages another consumer read but did not
+//!    acknowledge within `claim_idle_ms`, i.e. a crashed or stuck replica) hands us an entry.
+//! 2. `SET {prefix}mailer:event:{event_id} sending:<consumer>:<token> NX PX <lease>` takes a lease on
+//!    the event. If the key already says `sent`, the event was sent before (a redelivery, or the
+//!    relay published it twice): acknowledge, do not send. If another lease
+//!    holds it, leave the message pending; XAUTOCLAIM brings it back after `claim_idle_ms`.
+//! 3. `HINCRBY {prefix}mailer:attempts:{event_id} attempts 1` counts the attempt for all replicas.
+//! 4. Send. On success, one MULTI sets the key to `sent` (TTL `dedupe_ttl_secs`), XACKs and drops
+//!    the counter. On failure the error is stored, the lease released, and after an exponential
+//!    backoff the next attempt starts at 2 (during the wait, XCLAIM keeps the message ours so no
+//!    other replica takes it over). After `max_attempts`, one MULTI XADDs the entry with its last
+//!    error to `{prefix}events:users:dead`, clears the key and XACKs. Replaying a dead letter is
+//!    XADDing its `event_id`, `event_type` and `payload` back onto the stream.
+//!
+//! # Crash windows (what a crash at each point does)
+//! - After XREADGROUP, before the lease: the message stays pending; another consumer (or this one
+//!   after restart) reclaims it after `claim_idle_ms` and sends it once.
+//! - Holding the lease, before or during the send: the lease expires after
+//!   `transport.send_timeout_ms` + 5 s; the reclaimer then sends. If the SMTP server had already
+//!   accepted the message, this is the one duplicate the design allows ("at most one resend after
+//!   a crash"). SMTP has no idempotent submit, so no design can close this window.
+//! - After the send, before the `sent` MULTI: same as above: a possible single resend. (A Redis
+//!   error at this point is not a crash: the live consumer retries the MULTI until it lands.)
+//! - After the MULTI: nothing left to do; the key and the ack were written together.
+//! - After the last failed attempt, before the dead-letter MULTI: the reclaimer finds the counter
+//!   above `max_attempts` and dead-letters with the stored last error, without sending again.
+//! - The SMTP server accepted but its reply was lost (timeout): counted as a failure and retried,
+//!   a possible duplicate.
+//! - The `sent` marker expires (`dedupe_ttl_secs`) before a redelivery of the same event: only
+//!   possible if an entry stays pending, or is re-published, for longer than that window.
+//! - Redis itself loses data (no persistence, failover): the markers and the stream go together.
+//!
+//! While a message waits out its backoff no lease is held; should a consumer reclaim it anyway
+//! (the heartbeat failed), it may attempt it too: the shared counter keeps the total number of
+//! attempts bounded and the `sent` marker still stops any second send after a success.
+
+use std::time::Duration;
+
+use lettre::Message;
+use redis::{aio::MultiplexedConnection, streams::StreamId};
+use tracing::Instrument;
+
+use super::{
+    dead_letter::dead_letter,
+    event::{self, Parsed, UserEvent},
+    mailer::Mailer,
+    render,
+};
+use crate::{
+    store::{self, EventKeys},
+    transport::SendError,
+};
+
+/// Extra lease time on top of the send timeout, for the Redis round trips around the send.
+const LEASE_MARGIN_MS: u64 = 5_000;
+
+/// Handles one entry; Redis errors leave it pending (it is reclaimed and retried later).
+pub async fn handle(mailer: &Mailer, entry: StreamId) {
+    let parsed = event::parse(|k| entry.get::<String>(k));
+    let span = tracing::info_span!(
+        "mailer.event",
+        stream_id = %entry.id,
+        event_id = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    // The span continues the trace of the request that caused the event (auth stores the
+    // `traceparent` with the outbox row), so the email shows up under the sign-up in a trace.
+    let traceparent = match &parsed {
+        Ok(Parsed::Event(ev)) => {
+            span.record("event_id", ev.event_id.as_str());
+            span.record("event_type", ev.event_type.as_str());
+            ev.traceparent.clone()
+        }
+        _ => entry.get::<String>("traceparent"),
+    };
+    platform::telemetry::continue_trace(&span, traceparent.as_deref(), None);
+    let result = handle_entry(mailer, &entry, parsed).instrument(span).await;
+    if let Err(e) = result {
+        tracing::warn!(stream_id = %entry.id, error = %e, "could not finish handling; the message stays pending");
+    }
+}
+
+async fn handle_entry(
+    mailer: &Mailer,
+    entry: &StreamId,
+    parsed: Result<Parsed, event::InvalidEvent>,
+) -> anyhow::Result<()> {
+    match parsed {
+        Err(invalid) => {
+            tracing::error!(error = %invalid, "invalid event; dead-lettering it");
+            dead_letter(
+                mailer,
+                entry,
+                None,
+                &invalid.to_string(),
+                0,
+                "invalid_event",
+            )
+            .await
+        }
+        Ok(Parsed::Ignored {
+            event_id,
+            event_type,
+        }) => {
+            tracing::debug!(%event_id, %event_type, "event type needs no email; skipping");
+            metrics::counter!("mailer_events_skipped_total", "reason" => "ignored_type")
+                .increment(1);
+            ack(mailer, &entry.id).await
+        }
+        Ok(Parsed::Event(ev)) => {
+            let delivery = Delivery {
+                mailer,
+                entry,
+                keys: mailer.event_keys(&ev.event_id),
+                event: &ev,
+            };
+            delivery.run().await
+        }
+    }
+}
+
+/// One event being delivered: its stream entry, the parsed event and its Redis keys.
+struct Delivery<'a> {
+    mailer: &'a Mailer,
+    entry: &'a StreamId,
+    event: &'a UserEvent,
+    keys: EventKeys,
+}
+
+/// What taking the lease on an event found.
+enum Lease {
+    /// The lease is ours: send.
+    Taken,
+    /// Sent before (a redelivery, or the relay published it twice): acknowledge, do not send.
+    AlreadySent,
+    /// Another consumer is sending it: leave it pending.
+    HeldByAnother,
+    /// The other lease expired between the SET and the GET.
+    Vanished,
+}
+
+/// How the start of an attempt went.
+enum Begin {
+    /// The lease is ours and the attempt counted: send.
+    Attempt(u32),
+    /// Nothing (more) to do here: acknowledged as a duplicate, held by another consumer, or
+    /// dead-lettered after attempts a crashed consumer made.
+    Done,
+    /// The other lease expired between the SET and the GET.
+    LostRace,
+}
+
+impl Delivery<'_> {
+    /// Renders the email, then attempts it until it is sent, dead-lettered or left to another
+    /// consumer.
+    async fn run(&self) -> anyhow::Result<()> {
+        let mailer = self.mailer;
+        let message = match render::render(&mailer.cfg.public_base_url, &mailer.from, self.event) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "event cannot be rendered; dead-lettering it");
+                return self.dead_letter(&e.to_string(), 0, "unrenderable").await;
+            }
+        };
+        let mut lost_races = 0;
+        loop {
+            let lease = mailer.new_lease();
+            let attempt = match self.begin_attempt(&lease).await? {
+                Begin::Attempt(n) => n,
+                Begin::LostRace if lost_races < 3 => {
+                    lost_races += 1; // the lease expired between SET and GET: try again
+                    continue;
+                }
+                Begin::LostRace | Begin::Done => return Ok(()),
+            };
+            let Err(e) = self.send(message.clone()).await else {
+                self.sent(attempt).await;
+                return Ok(());
+            };
+            if !self.failed(&lease, attempt, e).await? {
+                return Ok(()); // dead-lettered, or shutdown during the backoff
+            }
+        }
+    }
+
+    /// Takes the lease and counts the attempt, on one pooled connection that is given back before
+    /// the send.
+    async fn begin_attempt(&self, lease: &str) -> anyhow::Result<Begin> {
+        let mailer = self.mailer;
+        let mut conn = mailer.pool.get().await?;
+        match self.take_lease(&mut conn, lease).await? {
+            Lease::Taken => {}
+            Lease::AlreadySent => {
+                drop(conn);
+                ack(mailer, &self.entry.id).await?;
+                return Ok(Begin::Done);
+            }
+            Lease::HeldByAnother => return Ok(Begin::Done),
+            Lease::Vanished => return Ok(Begin::LostRace),
+        }
+        let attempt = store::increment_attempts(&mut conn, &self.keys).await?;
+        let ttl_secs = mailer.cfg.dedupe_ttl_secs;
+        store::expire_attempts(&mut conn, &self.keys, ttl_secs).await?;
+        if attempt > mailer.cfg.max_attempts {
+            self.dead_letter_unfinished(conn, attempt).await?;
+            return Ok(Begin::Done);
+        }
+        drop(conn); // do not hold a pooled connection across the (slow) send
+        Ok(Begin::Attempt(attempt))
+    }
+
+    /// `SET NX` of the lease; if the key is taken, what it holds.
+    async fn take_lease(
+        &self,
+        conn: &mut MultiplexedConnection,
+        lease: &str,
+    ) -> anyhow::Result<Lease> {
+        let lease_ms = self.mailer.cfg.transport.send_timeout_ms + LEASE_MARGIN_MS;
+        if store::take_lease(conn, &self.keys, lease, lease_ms).await? {
+            return Ok(Lease::Taken);
+        }
+        let state = store::read_event_state(conn, &self.keys).await?;
+        Ok(match state.as_deref() {
+            Some("sent") => {
+                tracing::info!(state = ?state, "event already handled; acknowledging without sending");
+                metrics::counter!("mailer_events_skipped_total", "reason" => "duplicate")
+                    .increment(1);
+                Lease::AlreadySent
+            }
+            Some(other) => {
+                tracing::info!(
+                    lease = other,
+                    "another consumer is sending this event; leaving it pending"
+                );
+                Lease::HeldByAnother
+            }
+            None => Lease::Vanished,
+        })
+    }
+
+    /// Every attempt was made, but the consumer that made the last one died before it could
+    /// dead-letter the event (or died mid-send each time): dead-letter it with the stored error.
+    async fn dead_letter_unfinished(
+        &self,
+        mut conn: deadpool_redis::Connection,
+        attempt: u32,
+    ) -> anyhow::Result<()> {
+        let last = store::read_last_error(&mut conn, &self.keys).await?;
+        drop(conn);
+        let error = last.unwrap_or_else(|| "consumer stopped during the attempt".into());
+        self.dead_letter(&error, attempt - 1, "max_attempts").await
+    }
+
+    /// One send, as the `mailer.send_email` client span.
+    async fn send(&self, message: Message) -> Result<(), SendError> {
+        let event_type = self.event.event_type.as_str();
+        let send_span = tracing::info_span!(
+            "smtp",
+            otel.name = "mailer.send_email",
+            otel.kind = "client",
+            event_type
+        );
+        self.mailer
+            .transport
+            .send(message)
+            .instrument(send_span)
+            .await
+    }
+
+    async fn sent(&self, attempt: u32) {
+        let event_type = self.event.event_type.as_str();
+        metrics::counter!("emails_sent_total", "event_type" => event_type).increment(1);
+        // the address itself stays out of logs (personal data); the domain helps with
+        // delivery problems
+        let to_domain = self
+            .event
+            .payload
+            .email
+            .rsplit_once('@')
+            .map_or("", |(_, d)| d);
+        tracing::info!(attempt, to_domain, "email sent");
+        record_sent_until_it_lands(self.mailer, &self.entry.id, &self.keys).await;
+    }
+
+    /// After a failed attempt: stores the error, then dead-letters the event (the last attempt)
+    /// or releases the lease and waits out the backoff. `Ok(true)`: try again.
+    async fn failed(&self, lease: &str, attempt: u32, e: SendError) -> anyhow::Result<bool> {
+        let mailer = self.mailer;
+        let error = e.to_string();
+        let event_type = self.event.event_type.as_str();
+        metrics::counter!("emails_failed_total", "event_type" => event_type).increment(1);
+        tracing::warn!(attempt, max_attempts = mailer.cfg.max_attempts, error = %error, "send failed");
+        let mut conn = mailer.pool.get().await?;
+        store::record_last_error(&mut conn, &self.keys, &error).await?;
+        if attempt >= mailer.cfg.max_attempts {
+            drop(conn);
+            self.dead_letter(&error, attempt, "max_attempts").await?;
+            return Ok(false);
+        }
+        store::release_lease(&mut conn, &self.keys, lease).await?;
+        drop(conn);
+        // `false` on shutdown: left pending, a consumer picks it up later
+        Ok(wait_backoff(mailer, &self.entry.id, mailer.cfg.backoff(attempt)).await)
+    }
+
+    async fn dead_letter(
+        &self,
+        error: &str,
+        attempts: u32,
+        reason: &'static str,
+    ) -> anyhow::Result<()> {
+        dead_letter(
+            self.mailer,
+            self.entry,
+            Some(&self.keys),
+            error,
+            attempts,
+            reason,
+        )
+        .await
+    }
+}
+
+/// Records a successful send (the `sent` marker, the XACK and the counter's removal in one MULTI).
+/// The email is out, so giving up here would only invite a resend: while this process lives it
+/// keeps trying (a Redis blip must not cost a duplicate), with the entry still marked in flight so
+/// this process does not pick it up again. Only if Redis stays away longer than the lease can
+/// another replica take the event over and resend it.
+async fn record_sent_until_it_lands(mailer: &Mailer, id: &str, keys: &EventKeys) {
+    let mut failures = 0u32;
+    loop {
+        let recorded: anyhow::Result<()> = async {
+            let mut conn = mailer.pool.get().await?;
+            let ttl_secs = mailer.cfg.dedupe_ttl_secs;
+            store::record_sent(&mut conn, &mailer.group, id, keys, ttl_secs).await?;
+            Ok(())
+        }
+        .await;
+        let Err(e) = recorded else { return };
+        failures += 1;
+        if mailer.shutdown.is_triggered() && failures > 3 {
+            tracing::error!(error = %e, "email sent but not recorded as sent before shutdown; it may be sent again");
+            return;
+        }
+        tracing::warn!(error = %e, "email sent but recording it failed; retrying");
+        tokio::time::sleep(store::redis_retry_delay(failures)).await;
+    }
+}
+
+/// Waits out a backoff while keeping the message ours: every half `claim_idle_ms` an XCLAIM
+/// (JUSTID, min idle 0) resets its idle time, so other replicas do not reclaim a message this
+/// live consumer is merely waiting on. Returns `false` if shutdown started.
+async fn wait_backoff(mailer: &Mailer, id: &str, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    let beat = Duration::from_millis((mailer.cfg.claim_idle_ms / 2).max(1));
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.min(now + beat)) => {},
+            _ = mailer.shutdown.wait() => return false,
+        }
+        if tokio::time::Instant::now() < deadline
+            && let Err(e) = heartbeat(mailer, id).await
+        {
+            tracing::debug!(error = %e, "could not refresh the message's idle time");
+        }
+    }
+}
+
+async fn heartbeat(mailer: &Mailer, id: &str) -> anyhow::Result<()> {
+    let mut conn = mailer.pool.get().await?;
+    store::refresh_claim(&mut conn, &mailer.group, id).await?;
+    Ok(())
+}
+
+async fn ack(mailer: &Mailer, id: &str) -> anyhow::Result<()> {
+    let mut conn = mailer.pool.get().await?;
+    store::ack_message(&mut conn, &mailer.group, id).await?;
+    Ok(())
+}
