@@ -232,35 +232,42 @@ impl Validate for Config {
         )?;
         ensure_in_range("login_throttle.window_secs", t.window_secs, 1..=DAY_SECS)?;
 
-        let r = &self.relay;
-        if let Some(redis) = &r.redis {
+        self.relay.validate()
+    }
+}
+
+impl RelayConfig {
+    /// The relay's part of [`Config::validate`]; `relay::run` checks it again, as tests and
+    /// tools start a relay with settings built in code.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(redis) = &self.redis {
             validate_redis("relay.redis", redis)?;
         }
-        ensure_in_range("relay.batch_size", r.batch_size, 1..=10_000)?;
-        ensure_in_range("relay.poll_interval_ms", r.poll_interval_ms, 1..=HOUR_MS)?;
-        ensure_in_range("relay.stream_maxlen", r.stream_maxlen, 1..=100_000_000)?;
+        ensure_in_range("relay.batch_size", self.batch_size, 1..=10_000)?;
+        ensure_in_range("relay.poll_interval_ms", self.poll_interval_ms, 1..=HOUR_MS)?;
+        ensure_in_range("relay.stream_maxlen", self.stream_maxlen, 1..=100_000_000)?;
         ensure_in_range(
             "relay.backoff_initial_ms",
-            r.backoff_initial_ms,
+            self.backoff_initial_ms,
             1..=HOUR_MS,
         )?;
-        ensure_in_range("relay.backoff_max_ms", r.backoff_max_ms, 1..=HOUR_MS)?;
+        ensure_in_range("relay.backoff_max_ms", self.backoff_max_ms, 1..=HOUR_MS)?;
         anyhow::ensure!(
-            r.backoff_initial_ms <= r.backoff_max_ms,
+            self.backoff_initial_ms <= self.backoff_max_ms,
             "relay.backoff_initial_ms must be at most relay.backoff_max_ms ({} > {})",
-            r.backoff_initial_ms,
-            r.backoff_max_ms
+            self.backoff_initial_ms,
+            self.backoff_max_ms
         );
         // 0 is allowed: published rows are deleted at the next cleanup
-        ensure_in_range("relay.retention_secs", r.retention_secs, 0..=YEAR_SECS)?;
+        ensure_in_range("relay.retention_secs", self.retention_secs, 0..=YEAR_SECS)?;
         ensure_in_range(
             "relay.cleanup_interval_secs",
-            r.cleanup_interval_secs,
+            self.cleanup_interval_secs,
             1..=7 * DAY_SECS,
         )?;
         ensure_in_range(
             "relay.cleanup_batch_size",
-            r.cleanup_batch_size,
+            self.cleanup_batch_size,
             1..=100_000,
         )?;
         Ok(())

@@ -25,7 +25,7 @@ pub use crate::store::stream_key;
 
 /// Runs the relay until `shutdown`. `redis` is the pool of the Redis the stream lives in, built
 /// from `redis_cfg` (whose key prefix names the stream and whose timeout bounds each publish).
-/// The settings are taken as they are: `Config::validate` refused zeros at start-up.
+/// Bad settings are refused here as at start-up (a zero poll interval would spin), never clamped.
 pub async fn run(
     db: PgPool,
     redis: Pool,
@@ -33,6 +33,11 @@ pub async fn run(
     cfg: RelayConfig,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    cfg.validate()?;
+    anyhow::ensure!(
+        redis_cfg.timeout_ms >= 1,
+        "the relay's redis timeout_ms must be at least 1"
+    );
     let relay = Relay {
         stream: stream_key(&redis_cfg.key_prefix),
         redis_timeout: Duration::from_millis(redis_cfg.timeout_ms),
