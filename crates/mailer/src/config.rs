@@ -356,6 +356,20 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_idle_too_short_for_a_heartbeat_is_rejected_not_rounded_up() {
+        // the backoff heartbeat beats every claim_idle_ms / 2, which must not be 0
+        let cfg = Config {
+            claim_idle_ms: 1,
+            transport: TransportConfig {
+                send_timeout_ms: 1,
+                ..TransportConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(cfg.validate().unwrap_err().key, "claim_idle_ms");
+    }
+
+    #[test]
     fn a_non_http_public_base_url_is_rejected() {
         let cfg = Config {
             public_base_url: "localhost:8080".into(),

@@ -356,7 +356,8 @@ async fn record_sent_until_it_lands(mailer: &Mailer, id: &str, keys: &EventKeys)
 /// live consumer is merely waiting on. Returns `false` if shutdown started.
 async fn wait_backoff(mailer: &Mailer, id: &str, wait: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + wait;
-    let beat = Duration::from_millis((mailer.cfg.claim_idle_ms / 2).max(1));
+    // at least 1 ms: `Config::validate` refuses a claim_idle_ms not above send_timeout_ms (>= 1)
+    let beat = Duration::from_millis(mailer.cfg.claim_idle_ms / 2);
     loop {
         let now = tokio::time::Instant::now();
         if now >= deadline {
