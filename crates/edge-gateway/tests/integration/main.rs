@@ -1,6 +1,7 @@
 //! The gateway's machinery against a small in-test upstream implementing our own `AuthService`
 //! contract (not a fake of Postgres or Redis): routing, transcoding, metadata, error mapping, limits,
-//! the gRPC door, OpenAPI and Swagger UI, health. The real services are driven in `journey.rs`.
+//! the gRPC door, OpenAPI and Swagger UI, health. The real services are driven through the gateway
+//! in mesh-tests (its `journey` module): a service crate never links another.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},

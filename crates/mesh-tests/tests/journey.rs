@@ -2,90 +2,38 @@
 //! the gateway in front: every public RPC over HTTP/JSON, the user journey of issue 5, the error
 //! classes with status and JSON shape, and a sample over the gateway's gRPC port.
 
+mod support;
+
 use std::time::Duration;
 
-use edge_gateway::config::Config;
-use platform::token::{Keys, Role};
+use platform::token::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use test_support::{Running, TestDb, TestRedis};
+use test_support::Running;
 
+/// The mesh of `support` with the gateway in front, and an HTTP client for the gateway.
 struct Mesh {
-    _services: Vec<Running>,
     gateway: Running,
-    db: TestDb,
-    _redis: TestRedis,
+    services: support::Mesh,
     http: reqwest::Client,
 }
 
 impl Mesh {
     async fn start() -> Self {
-        let db = TestDb::new().await;
-        let redis = TestRedis::new().await;
-        let keys: Keys = test_support::test_keys();
-
-        let mut auth_cfg = auth::config::Config {
-            database: db.config(),
-            redis: redis.config(),
-            ..Default::default()
-        };
-        auth_cfg.token.private_key = keys.private_b64();
-        let auth = test_support::spawn(move |l, s| auth::startup::run(auth_cfg, l, s)).await;
-
-        let mut accounts_cfg = accounts::config::Config {
-            database: db.config(),
-            ..Default::default()
-        };
-        accounts_cfg.token.public_key = Some(keys.public_b64());
-        let accounts =
-            test_support::spawn(move |l, s| accounts::startup::run(accounts_cfg, l, s)).await;
-
-        let mut transfers_cfg = transfers::config::Config {
-            database: db.config(),
-            ..Default::default()
-        };
-        transfers_cfg.token.public_key = Some(keys.public_b64());
-        let transfers =
-            test_support::spawn(move |l, s| transfers::startup::run(transfers_cfg, l, s)).await;
-
-        let mut cfg = Config::default();
-        cfg.upstreams.insert("auth".into(), auth.grpc_url());
-        cfg.upstreams.insert("accounts".into(), accounts.grpc_url());
-        cfg.upstreams
-            .insert("transfers".into(), transfers.grpc_url());
-        // generous on a loaded 2-core machine; the rate limit has its own test
-        cfg.limits.request_timeout_ms = 30_000;
-        cfg.rate_limit.per_ip_per_minute = 0;
-        let gateway = test_support::spawn(move |l, s| edge_gateway::startup::run(cfg, l, s)).await;
-
-        let mesh = Self {
-            _services: vec![auth, accounts, transfers],
+        let services = support::Mesh::start().await;
+        let gateway = services.start_gateway().await;
+        Self {
             gateway,
-            db,
-            _redis: redis,
+            services,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
                 .unwrap(),
-        };
-        mesh.wait_ready().await;
-        mesh
+        }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.http_url())
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..600 {
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
-                && r.status() == StatusCode::OK
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the mesh did not become ready");
     }
 
     /// One call; the status and the JSON answer.
@@ -203,7 +151,7 @@ async fn the_whole_user_journey_over_http_through_the_gateway() {
         "SELECT id, secret_code FROM auth.verify_emails WHERE username = $1 ORDER BY id DESC LIMIT 1",
     )
     .bind("alice")
-    .fetch_one(&m.db.pool)
+    .fetch_one(&m.services.db.pool)
     .await
     .unwrap();
     let link = format!("/v1/verify_email?email_id={email_id}&secret_code={secret}");
@@ -230,7 +178,7 @@ async fn the_whole_user_journey_over_http_through_the_gateway() {
 
     // a banker (operator-created) deposits
     auth::admin::create_user(
-        &m.db.pool,
+        &m.services.db.pool,
         "banker",
         "Bea Banker",
         "bea@example.com",
@@ -256,7 +204,7 @@ async fn the_whole_user_journey_over_http_through_the_gateway() {
 
     // bob, to receive
     auth::admin::create_user(
-        &m.db.pool,
+        &m.services.db.pool,
         "bob",
         "Bob",
         "bob@example.com",
@@ -375,7 +323,7 @@ async fn the_whole_user_journey_over_http_through_the_gateway() {
 async fn every_other_public_rpc_answers_over_http() {
     let m = Mesh::start().await;
     auth::admin::create_user(
-        &m.db.pool,
+        &m.services.db.pool,
         "banker",
         "Bea Banker",
         "bea@example.com",
@@ -518,7 +466,7 @@ async fn error_classes_from_the_real_services_keep_status_and_reason() {
     );
     // 409: taken
     auth::admin::create_user(
-        &m.db.pool,
+        &m.services.db.pool,
         "dave",
         "Dave",
         "dave@example.com",
@@ -638,7 +586,7 @@ async fn grpc_clients_use_the_gateways_public_port() {
     // the session recorded the client IP the gateway saw
     let ip: String =
         sqlx::query_scalar("SELECT client_ip::text FROM auth.sessions WHERE username = 'erin'")
-            .fetch_one(&m.db.pool)
+            .fetch_one(&m.services.db.pool)
             .await
             .unwrap();
     assert!(ip.starts_with("127.0.0.1"), "{ip}");
