@@ -1,12 +1,10 @@
 //! The outbox relay: auth.outbox → Redis Stream `{prefix}events:users`, in order, exactly once per
 //! event in these scenarios (Redis down then back, two relays at once).
 
-mod common;
-
 use std::{collections::HashSet, time::Duration};
 
+use crate::support::*;
 use auth::config::{Config, RelayConfig};
-use common::*;
 use platform::{Shutdown, config::RedisConfig};
 use redis::streams::StreamRangeReply;
 use test_support::{TestDb, TestRedis};

@@ -1,12 +1,10 @@
 //! Login, throttling, access tokens (PASETO and JWT), refresh rotation with reuse detection,
 //! logout.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::*;
 use chrono::Utc;
-use common::*;
 use platform::{
     config::TokenKind,
     token::{Claims, Role},

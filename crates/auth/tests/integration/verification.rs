@@ -1,8 +1,6 @@
 //! VerifyEmail and ResendVerificationEmail.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use platform::config::TokenKind;
 use proto::auth::v1 as pb;
 use tonic::Code;

@@ -1,5 +1,4 @@
 //! The auth service running in-process against a fresh database and its own Redis namespace.
-#![allow(dead_code)] // each test file uses a different part
 
 use auth::config::Config;
 use platform::token::Keys;

@@ -1,8 +1,6 @@
 //! Sign-up, GetUser and UpdateUser through the gRPC API.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use proto::auth::v1 as pb;
 use tonic::Code;
 
