@@ -1,11 +1,9 @@
 //! The mailer against a real Redis and a real SMTP server: delivery, dedupe, reclaim after a
 //! consumer dies, retries and dead-lettering, replicas sharing the work.
 
-mod support;
-
 use std::{collections::HashMap, time::Duration};
 
-use support::*;
+use crate::support::*;
 use test_support::TestRedis;
 
 const WAIT: Duration = Duration::from_secs(30);

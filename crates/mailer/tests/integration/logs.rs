@@ -1,16 +1,14 @@
 //! What the mailer logs (JSON, as in production): its lines continue the trace of the request that
 //! caused the event, and hold neither the recipient's address nor the verification code.
 
-mod support;
-
 use std::{
     io::Write,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use crate::support::*;
 use platform::config::{LogFormat, TelemetryConfig};
-use support::*;
 use test_support::TestRedis;
 
 struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -25,8 +23,37 @@ impl Write for Sink {
     }
 }
 
+/// Set in the child process that runs a test needing a process of its own.
+const OWN_PROCESS: &str = "MAILER_TEST_OWN_PROCESS";
+
+/// Runs test `name` (its path in this binary) alone in a child process of this test binary and
+/// fails if it fails there: a test that installs the global tracing subscriber must not see (or
+/// change) the other tests' logs. `false` when already in that child: run the test body then.
+fn ran_in_own_process(name: &str) -> bool {
+    if std::env::var_os(OWN_PROCESS).is_some() {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(OWN_PROCESS, "1")
+        .output()
+        .expect("re-running the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{name} failed in its own process ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    true
+}
+
 #[tokio::test]
 async fn log_lines_continue_the_events_trace_and_hold_no_address_or_code() {
+    if ran_in_own_process("logs::log_lines_continue_the_events_trace_and_hold_no_address_or_code") {
+        return;
+    }
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink_logs = logs.clone();
     let cfg = TelemetryConfig {

@@ -1,11 +1,9 @@
 //! The development transport: each email becomes an `.eml` file a developer can open.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use mailer::config::{TransportConfig, TransportKind};
-use support::*;
 use test_support::TestRedis;
 
 #[tokio::test]
