@@ -1,6 +1,9 @@
 //! The mesh under test: auth, accounts and transfers in-process on ephemeral ports, sharing one
-//! fresh database and one Redis namespace; gRPC clients; a strict Prometheus text parser.
+//! fresh database and one Redis namespace; gRPC clients; a strict Prometheus text parser; an SMTP
+//! server that records what the mailer sends ([`smtp`]).
 #![allow(dead_code)] // each test binary uses part of this
+
+pub mod smtp;
 
 use std::{collections::BTreeMap, time::Duration};
 
