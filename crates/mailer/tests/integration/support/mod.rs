@@ -1,7 +1,6 @@
 //! Shared by the mailer's integration tests: a real SMTP server (a sink speaking SMTP on a tokio
 //! listener, which records what it receives and can be told to reject or to be slow), event
 //! publishing in the relay's exact format, and helpers to read the link back out of an email.
-#![allow(dead_code)] // end_to_end.rs (a binary of its own) uses only a part
 
 use std::{
     collections::HashMap,
@@ -102,10 +101,6 @@ impl SmtpSink {
                 );
             }
         }
-    }
-
-    fn should_reject(&self) -> bool {
-        should_reject(&self.state)
     }
 }
 
