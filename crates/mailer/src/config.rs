@@ -190,8 +190,17 @@ fn check(ok: bool, key: &'static str, reason: impl Into<String>) -> Result<(), C
 }
 
 impl Config {
-    /// Rejects settings outside their bounds (called once at startup).
+    /// Rejects settings outside their bounds (called once at startup), naming the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_names()?;
+        self.check_retries()?;
+        self.check_stream()?;
+        self.check_timeouts()?;
+        self.check_smtp()
+    }
+
+    /// The names and addresses the mailer works with.
+    fn check_names(&self) -> Result<(), ConfigError> {
         check(
             !self.consumer_name.trim().is_empty(),
             "consumer_name",
@@ -209,6 +218,11 @@ impl Config {
             "from",
             "must be a mailbox such as `Name <no-reply@example.com>`",
         )?;
+        Ok(())
+    }
+
+    /// The retry loop: attempts and the backoff between them.
+    fn check_retries(&self) -> Result<(), ConfigError> {
         check(
             (1..=100).contains(&self.max_attempts),
             "max_attempts",
@@ -224,6 +238,11 @@ impl Config {
             "backoff_max_ms",
             "must be >= backoff_base_ms and <= 3600000",
         )?;
+        Ok(())
+    }
+
+    /// Reading the stream: batch, waits, and what is kept how long.
+    fn check_stream(&self) -> Result<(), ConfigError> {
         check(
             (1..=1_000).contains(&self.read_count),
             "read_count",
@@ -254,6 +273,11 @@ impl Config {
             "dedupe_ttl_secs",
             "must be 60..=7776000 (90 days)",
         )?;
+        Ok(())
+    }
+
+    /// Timeouts, and the reclaim that must outlast a send.
+    fn check_timeouts(&self) -> Result<(), ConfigError> {
         check(
             (1..=600_000).contains(&self.transport.send_timeout_ms),
             "transport.send_timeout_ms",
@@ -271,6 +295,11 @@ impl Config {
             "shutdown_grace_secs",
             "must be at most 600",
         )?;
+        Ok(())
+    }
+
+    /// The SMTP relay, when one is used.
+    fn check_smtp(&self) -> Result<(), ConfigError> {
         if self.transport.kind == TransportKind::Smtp {
             check(
                 !self.transport.host.trim().is_empty(),

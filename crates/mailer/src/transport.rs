@@ -45,34 +45,7 @@ impl Transport {
                     .with_context(|| format!("creating mail folder {}", cfg.file_dir.display()))?;
                 Inner::File(AsyncFileTransport::new(&cfg.file_dir))
             }
-            TransportKind::Smtp => {
-                let builder = match cfg.tls {
-                    SmtpTls::Starttls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&cfg.host)?
-                    }
-                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.host)?,
-                    SmtpTls::None => {
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.as_str())
-                    }
-                };
-                let mut builder = builder
-                    .port(cfg.port)
-                    .timeout(Some(send_timeout))
-                    .pool_config(PoolConfig::new().max_size(cfg.pool_max_size));
-                if let Some(user) = cfg.username.as_ref().filter(|u| !u.is_empty()) {
-                    let password = match &cfg.password_file {
-                        Some(path) => std::fs::read_to_string(path)
-                            .with_context(|| {
-                                format!("reading SMTP password file {}", path.display())
-                            })?
-                            .trim_end_matches(['\r', '\n'])
-                            .to_owned(),
-                        None => cfg.password.clone().unwrap_or_default(),
-                    };
-                    builder = builder.credentials(Credentials::new(user.clone(), password));
-                }
-                Inner::Smtp(builder.build())
-            }
+            TransportKind::Smtp => Inner::Smtp(smtp(cfg, send_timeout)?),
         };
         Ok(Self {
             inner,
@@ -93,6 +66,33 @@ impl Transport {
             .await
             .map_err(|_| SendError::Timeout(ms))?
     }
+}
+
+/// The SMTP transport: the configured security mode, port, timeout, pool and (optional) AUTH.
+fn smtp(
+    cfg: &TransportConfig,
+    send_timeout: Duration,
+) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let builder = match cfg.tls {
+        SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&cfg.host)?,
+        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.host)?,
+        SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.as_str()),
+    };
+    let mut builder = builder
+        .port(cfg.port)
+        .timeout(Some(send_timeout))
+        .pool_config(PoolConfig::new().max_size(cfg.pool_max_size));
+    if let Some(user) = cfg.username.as_ref().filter(|u| !u.is_empty()) {
+        let password = match &cfg.password_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading SMTP password file {}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            None => cfg.password.clone().unwrap_or_default(),
+        };
+        builder = builder.credentials(Credentials::new(user.clone(), password));
+    }
+    Ok(builder.build())
 }
 
 #[cfg(test)]

@@ -43,20 +43,7 @@ pub fn render(
     let link = verification_link(public_base_url, p.email_id, &p.secret_code);
     let expires = p.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
     let greeting_name = if name.is_empty() { &p.username } else { name };
-    let (subject, intro) = match event.event_type {
-        EventType::UserCreated => (
-            "Verify your email address",
-            "thank you for signing up. Please confirm your email address by opening this link:",
-        ),
-        EventType::EmailChanged => (
-            "Confirm your new email address",
-            "your email address was changed. Please confirm the new address by opening this link:",
-        ),
-        EventType::VerificationResent => (
-            "Your new verification link",
-            "here is a new link to confirm your email address:",
-        ),
-    };
+    let (subject, intro) = wording(event.event_type);
 
     let text = format!(
         "Hello {greeting_name},\n\n{intro}\n\n{link}\n\nThe link works once and expires at \
@@ -79,6 +66,24 @@ pub fn render(
         .subject(subject)
         .multipart(MultiPart::alternative_plain_html(body(text), body(html)))
         .map_err(|e| RenderError::Build(e.to_string()))
+}
+
+/// The subject and the first sentence of each email.
+fn wording(kind: EventType) -> (&'static str, &'static str) {
+    match kind {
+        EventType::UserCreated => (
+            "Verify your email address",
+            "thank you for signing up. Please confirm your email address by opening this link:",
+        ),
+        EventType::EmailChanged => (
+            "Confirm your new email address",
+            "your email address was changed. Please confirm the new address by opening this link:",
+        ),
+        EventType::VerificationResent => (
+            "Your new verification link",
+            "here is a new link to confirm your email address:",
+        ),
+    }
 }
 
 /// Plain ASCII with lines within SMTP's 998-octet limit goes as `7bit`, so the link stays intact
