@@ -2,14 +2,14 @@
 //! the gateway in front: every public RPC over HTTP/JSON, the user journey of issue 5, the error
 //! classes with status and JSON shape, and a sample over the gateway's gRPC port.
 
-mod support;
-
 use std::time::Duration;
 
 use platform::token::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use test_support::Running;
+
+use crate::support;
 
 /// The mesh of `support` with the gateway in front, and an HTTP client for the gateway.
 struct Mesh {

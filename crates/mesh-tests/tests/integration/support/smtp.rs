@@ -21,7 +21,6 @@ pub const BASE_URL: &str = "https://bank.example.test";
 /// One message the sink accepted.
 #[derive(Debug, Clone)]
 pub struct Received {
-    pub mail_from: String,
     pub rcpt_to: Vec<String>,
     /// The raw message as sent (headers + MIME body), dot-unstuffed.
     pub data: String,
@@ -81,7 +80,6 @@ impl SmtpSink {
 async fn session(stream: tokio::net::TcpStream, state: Arc<SinkState>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
-    let mut mail_from = String::new();
     let mut rcpt_to = Vec::new();
     if write
         .write_all(b"220 sink.test ESMTP test sink\r\n")
@@ -103,7 +101,6 @@ async fn session(stream: tokio::net::TcpStream, state: Arc<SinkState>) {
         } else if upper.starts_with("HELO") {
             b"250 sink.test\r\n"
         } else if upper.starts_with("MAIL FROM:") {
-            mail_from = address(&line);
             rcpt_to.clear();
             b"250 2.1.0 OK\r\n"
         } else if upper.starts_with("RCPT TO:") {
@@ -130,7 +127,6 @@ async fn session(stream: tokio::net::TcpStream, state: Arc<SinkState>) {
                 data.push_str(line.strip_prefix('.').unwrap_or(&line));
             }
             state.received.lock().unwrap().push(Received {
-                mail_from: mail_from.clone(),
                 rcpt_to: std::mem::take(&mut rcpt_to),
                 data,
             });

@@ -1,9 +1,12 @@
 //! The mesh under test: auth, accounts and transfers in-process on ephemeral ports, sharing one
 //! fresh database and one Redis namespace; gRPC clients; a strict Prometheus text parser; an SMTP
-//! server that records what the mailer sends ([`smtp`]).
-#![allow(dead_code)] // each test binary uses part of this
+//! server that records what the mailer sends ([`smtp`]); running a test alone in a child process
+//! ([`ran_in_own_process`]).
 
+mod own_process;
 pub mod smtp;
+
+pub use own_process::ran_in_own_process;
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-const DOC: &str = include_str!("../../../docs/configuration.md");
+const DOC: &str = include_str!("../../../../docs/configuration.md");
 const DOC_PATH: &str = "docs/configuration.md";
 
 /// Each service's name (as the doc's `service` column writes it) and its config keys.

@@ -2,13 +2,12 @@
 //! moves it to the stream, the mailer sends the email to a real SMTP server, and the link's
 //! email_id/secret_code verify the user through auth's VerifyEmail.
 
-mod support;
-
 use std::time::Duration;
 
 use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use support::smtp::{SmtpSink, eventually, link_in, pending, smtp_config, start_mailer};
 use test_support::{TestDb, TestRedis};
+
+use crate::support::smtp::{SmtpSink, eventually, link_in, pending, smtp_config, start_mailer};
 
 const WAIT: Duration = Duration::from_secs(60);
 

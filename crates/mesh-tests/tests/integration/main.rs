@@ -1,0 +1,26 @@
+//! The tests across services, one binary (one link, one run) against real PostgreSQL and Redis,
+//! the services in-process on ephemeral ports (`support`):
+//!
+//! - `journey`: every public RPC over HTTP/JSON through the gateway, the user journey, the error
+//!   classes, the gateway's gRPC port;
+//! - `mailer_end_to_end`: sign-up → auth's outbox and relay → the mailer → SMTP → the link
+//!   verifies the user;
+//! - `metrics`, `logs`, `tracing`, `collector_down`: what an on-call engineer sees (`/metrics`, log
+//!   lines, traces) and that a missing collector holds nothing up; each of their mesh tests runs
+//!   alone in a child process of this binary (`support::ran_in_own_process`), as the tracing
+//!   subscriber, the trace exporter and the metrics recorder are one per process;
+//! - `dashboard`, `config_docs`: the Grafana dashboard and docs/configuration.md stay true to the
+//!   code;
+//! - `house_rules`: no service crate links another.
+
+mod support;
+
+mod collector_down;
+mod config_docs;
+mod dashboard;
+mod house_rules;
+mod journey;
+mod logs;
+mod mailer_end_to_end;
+mod metrics;
+mod tracing;
