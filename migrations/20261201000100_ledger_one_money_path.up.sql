@@ -36,14 +36,14 @@ DROP FUNCTION ledger.transfer(text, text, bigint, bigint, bigint, text, bigint, 
 DROP FUNCTION ledger.transfer_batch(text[], text[], bigint[], bigint[], bigint[], text[], bigint, text[], bytea[]);
 
 CREATE FUNCTION ledger.transfer_batch(
-    p_usernames   text[],
-    p_kinds       text[],
-    p_from_account_ids       bigint[],
-    p_to_account_ids         bigint[],
-    p_amounts     bigint[],
-    p_currencies  text[],
-    p_max_amount  bigint,
-    p_idempotency_keys        text[],
+    p_usernames           text[],
+    p_kinds               text[],
+    p_from_account_ids    bigint[],
+    p_to_account_ids      bigint[],
+    p_amounts             bigint[],
+    p_currencies          text[],
+    p_max_amount          bigint,
+    p_idempotency_keys    text[],
     p_request_hashes      bytea[]
 ) RETURNS TABLE (
     idx                   integer,

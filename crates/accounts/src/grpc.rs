@@ -105,11 +105,15 @@ fn to_proto(account: Account) -> pb::Account {
         AccountKind::System => pb::AccountKind::System,
         AccountKind::Customer => pb::AccountKind::Customer,
     };
+    let available_balance = account.available_balance();
     pb::Account {
         id: account.id,
         owner: account.owner,
         currency: account.currency,
         balance: account.balance,
+        pending_debits: account.pending_debits,
+        pending_credits: account.pending_credits,
+        available_balance,
         status: status as i32,
         kind: kind as i32,
         frozen_reason: account.frozen_reason.unwrap_or_default(),

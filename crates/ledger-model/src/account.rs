@@ -76,14 +76,24 @@ pub struct Account {
     #[sqlx(try_from = "String")]
     pub status: AccountStatus,
     pub frozen_reason: Option<String>,
+    /// The posted balance.
     pub balance: i64,
+    /// What open holds reserve on this account (as their source).
+    pub pending_debits: i64,
+    /// What open holds would bring into this account.
+    pub pending_credits: i64,
     pub created_at: DateTime<Utc>,
 }
 
 impl Account {
     /// The columns of [`Account`], in order, for `SELECT`/`RETURNING`.
     pub const COLUMNS: &'static str =
-        "id, owner, currency, kind, status, frozen_reason, balance, created_at";
+        "id, owner, currency, kind, status, frozen_reason, balance, pending_debits, pending_credits, created_at";
+
+    /// What the account can spend: the posted balance less what holds reserve.
+    pub fn available_balance(&self) -> i64 {
+        self.balance - self.pending_debits
+    }
 
     /// The owner or a banker sees an account; anyone else is told it does not exist, so account
     /// ids cannot be probed. System accounts show to bankers only.

@@ -276,6 +276,7 @@ impl Client {
                         amount,
                         currency: "USD".into(),
                         request_id: String::new(),
+                        ..Default::default()
                     },
                     &from.token,
                 );

@@ -18,6 +18,31 @@ pub struct Config {
     pub require_verified_email: bool,
     pub idempotency: IdempotencyConfig,
     pub batch: BatchConfig,
+    pub holds: HoldsConfig,
+}
+
+/// Holds (pending transfers): how long one may last, and the sweep that expires them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HoldsConfig {
+    /// The longest timeout a hold may ask for, in seconds (1..=31_536_000, one year).
+    pub max_timeout_secs: u64,
+    /// How often the sweep looks for holds whose timeout passed, in milliseconds
+    /// (10..=3_600_000). Every replica sweeps; an expiry goes through the batch function like
+    /// any other end of a hold, so a hold expires once however many replicas see it.
+    pub sweep_interval_ms: u64,
+    /// Most holds one sweep round expires (1..=10_000); a round that finds more runs again at once.
+    pub sweep_batch: i64,
+}
+
+impl Default for HoldsConfig {
+    fn default() -> Self {
+        Self {
+            max_timeout_secs: 30 * 24 * 3600,
+            sweep_interval_ms: 1_000,
+            sweep_batch: 100,
+        }
+    }
 }
 
 /// Group commit: concurrent money movements are collected and applied by one SQL call.
@@ -93,6 +118,7 @@ impl Default for Config {
             require_verified_email: true,
             idempotency: IdempotencyConfig::default(),
             batch: BatchConfig::default(),
+            holds: HoldsConfig::default(),
         }
     }
 }
@@ -113,6 +139,18 @@ impl Validate for Config {
             self.idempotency.cleanup_batch > 0 && self.idempotency.cleanup_interval_secs > 0,
             "idempotency.cleanup_batch and cleanup_interval_secs must be positive"
         );
+        let h = &self.holds;
+        platform::config::ensure_in_range(
+            "holds.max_timeout_secs",
+            h.max_timeout_secs,
+            1..=31_536_000,
+        )?;
+        platform::config::ensure_in_range(
+            "holds.sweep_interval_ms",
+            h.sweep_interval_ms,
+            10..=3_600_000,
+        )?;
+        platform::config::ensure_in_range("holds.sweep_batch", h.sweep_batch, 1..=10_000)?;
         let b = &self.batch;
         anyhow::ensure!(
             (1..=1_000).contains(&b.max_size),

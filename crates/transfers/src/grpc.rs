@@ -1,13 +1,16 @@
 //! gRPC handlers: authenticate → parse into domain types → call the ledger or the store → map.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
 
 use platform::{ApiError, Caller, caller::RpcResult, token::TokenMaker};
 use proto::timestamp;
 use proto::transfers::v1::{
-    CreateTransferRequest, CurrencyTotal, DepositRequest, Entry, GetTransferRequest,
-    ListEntriesRequest, ListEntriesResponse, ListTransfersRequest, ListTransfersResponse,
-    ReconcileRequest, ReconcileResponse, Transfer, TransferKind, TransferResult, WithdrawRequest,
+    Balance, CreateTransferRequest, CurrencyTotal, DepositRequest, Entry, GetBalanceRequest,
+    GetTransferRequest, ListEntriesRequest, ListEntriesResponse, ListTransfersRequest,
+    ListTransfersResponse, PostTransferRequest, ReconcileRequest, ReconcileResponse, Transfer,
+    TransferKind, TransferResult, TransferStatus, VoidTransferRequest, WithdrawRequest,
     transfers_service_server::TransfersService,
 };
 use sqlx::PgPool;
@@ -15,8 +18,9 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        AccountId, Amount, Command, Currencies, Kind, Ledger, LedgerError, Outcome, PageSize,
-        PageToken, Reads, Refusal, movement, reconcile,
+        AccountId, Amount, Command, Currencies, EntryLine, Kind, Ledger, LedgerError, Operation,
+        Outcome, PageSize, PageToken, Reads, Refusal, Status as TransferState, TimeRange,
+        TransferId, movement, reconcile,
     },
     store::{EntryRow, TransferRow},
 };
@@ -29,9 +33,11 @@ pub struct TransfersApi {
     pub tokens: Arc<dyn TokenMaker>,
     pub currencies: Currencies,
     pub max_transfer_amount: i64,
+    /// The longest timeout a hold may ask for.
+    pub max_hold_timeout: Duration,
     pub require_verified_email: bool,
     /// The server's per-request timeout: a request still queued after it is not applied.
-    pub request_timeout: std::time::Duration,
+    pub request_timeout: Duration,
 }
 
 impl TransfersApi {
@@ -42,14 +48,26 @@ impl TransfersApi {
         )?)
     }
 
+    /// A caller who may move money out of an account: signed in with a verified email.
+    fn spender<T>(&self, request: &Request<T>) -> Result<Caller, ApiError> {
+        let caller = platform::caller::authenticate(request.metadata(), &self.tokens)?;
+        if self.require_verified_email && !caller.email_verified {
+            return Err(ApiError::permission_denied(
+                "email_not_verified",
+                "verify your email address before moving money (then renew your token)",
+            ));
+        }
+        Ok(caller)
+    }
+
     /// Moves money and answers with the transfer, both entries and the source's new balance.
     /// A request refused before it reaches the ledger is counted in the same metric.
     async fn apply(
         &self,
-        kind: Kind,
+        operation: &'static str,
         parsed: Result<Command, ApiError>,
     ) -> RpcResult<TransferResult> {
-        let cmd = parsed.inspect_err(|e| movement::record_refusal(kind, e.reason))?;
+        let cmd = parsed.inspect_err(|e| movement::record_refusal(operation, e.reason))?;
         // The client's grpc-timeout is enforced by the server dropping this future, which the
         // batcher sees (the answer channel closes); the server's own timeout is checked here too.
         let deadline = std::time::Instant::now() + self.request_timeout;
@@ -65,26 +83,40 @@ impl TransfersApi {
         &self,
         request: &Request<CreateTransferRequest>,
     ) -> Result<Command, ApiError> {
-        let caller = platform::caller::authenticate(request.metadata(), &self.tokens)?;
-        if self.require_verified_email && !caller.email_verified {
-            return Err(ApiError::permission_denied(
-                "email_not_verified",
-                "verify your email address before moving money (then renew your token)",
-            ));
-        }
+        let caller = self.spender(request)?;
         let req = request.get_ref();
         let from = AccountId::parse(req.from_account_id, "from_account_id")?;
         let to = AccountId::parse(req.to_account_id, "to_account_id")?;
         if from == to {
             return Err(LedgerError::from(Refusal::SameAccount).into());
         }
+        let amount = Amount::parse(req.amount, self.max_transfer_amount)?;
+        let currency = self.currencies.parse(&req.currency, "currency")?;
+        let op = if req.pending {
+            Operation::Hold {
+                from,
+                to,
+                amount,
+                currency,
+                expires_at: self.hold_expiry(req.hold_timeout_secs)?,
+            }
+        } else if req.hold_timeout_secs != 0 {
+            return Err(ApiError::invalid_field(
+                "hold_timeout_secs",
+                "only a pending transfer (a hold) has a timeout",
+            ));
+        } else {
+            Operation::Transfer {
+                from,
+                to,
+                amount,
+                currency,
+            }
+        };
         Ok(Command {
+            as_banker: caller.is_banker(),
             username: caller.username,
-            kind: Kind::Transfer,
-            from: Some(from),
-            to: Some(to),
-            amount: Amount::parse(req.amount, self.max_transfer_amount)?,
-            currency: self.currencies.parse(&req.currency, "currency")?,
+            op,
             idempotency_key: platform::caller::idempotency_key(
                 request.metadata(),
                 &req.request_id,
@@ -92,27 +124,75 @@ impl TransfersApi {
         })
     }
 
+    /// When a hold asking for `timeout_secs` expires (`None`: never).
+    fn hold_expiry(&self, timeout_secs: i64) -> Result<Option<DateTime<Utc>>, ApiError> {
+        let max = self.max_hold_timeout.as_secs();
+        match u64::try_from(timeout_secs) {
+            Ok(0) => Ok(None),
+            Ok(secs) if secs <= max => {
+                let timeout = chrono::Duration::seconds(timeout_secs);
+                Ok(Some(Utc::now() + timeout))
+            }
+            _ => Err(ApiError::invalid_field(
+                "hold_timeout_secs",
+                format!("between 0 (no timeout) and {max} seconds"),
+            )),
+        }
+    }
+
+    /// A post or void of a hold, by its creator or a banker (the ledger checks which).
+    fn parse_end<T>(
+        &self,
+        request: &Request<T>,
+        (id, amount, request_id): (i64, Option<i64>, &str),
+    ) -> Result<Command, ApiError> {
+        let caller = self.spender(request)?;
+        let hold = TransferId::parse(id, "id")?;
+        let op = match amount {
+            None => Operation::Void { hold },
+            Some(0) => Operation::Post { hold, amount: None },
+            Some(amount) => Operation::Post {
+                hold,
+                amount: Some(Amount::parse(amount, self.max_transfer_amount)?),
+            },
+        };
+        Ok(Command {
+            as_banker: caller.is_banker(),
+            username: caller.username,
+            op,
+            idempotency_key: platform::caller::idempotency_key(request.metadata(), request_id)?,
+        })
+    }
+
     /// A banker's deposit or withdrawal on one customer account.
     fn parse_cash<T>(
         &self,
         request: &Request<T>,
-        kind: Kind,
+        withdrawal: bool,
         (account_id, amount, currency, request_id): (i64, i64, &str, &str),
     ) -> Result<Command, ApiError> {
         let caller = platform::caller::authenticate(request.metadata(), &self.tokens)?;
         caller.require_banker()?;
-        let account = Some(AccountId::parse(account_id, "account_id")?);
-        let (from, to) = match kind {
-            Kind::Withdrawal => (account, None),
-            _ => (None, account),
+        let account = AccountId::parse(account_id, "account_id")?;
+        let amount = Amount::parse(amount, self.max_transfer_amount)?;
+        let currency = self.currencies.parse(currency, "currency")?;
+        let op = if withdrawal {
+            Operation::Withdrawal {
+                from: account,
+                amount,
+                currency,
+            }
+        } else {
+            Operation::Deposit {
+                to: account,
+                amount,
+                currency,
+            }
         };
         Ok(Command {
+            as_banker: true,
             username: caller.username,
-            kind,
-            from,
-            to,
-            amount: Amount::parse(amount, self.max_transfer_amount)?,
-            currency: self.currencies.parse(currency, "currency")?,
+            op,
             idempotency_key: platform::caller::idempotency_key(request.metadata(), request_id)?,
         })
     }
@@ -124,8 +204,12 @@ impl TransfersService for TransfersApi {
         &self,
         request: Request<CreateTransferRequest>,
     ) -> RpcResult<TransferResult> {
-        self.apply(Kind::Transfer, self.parse_transfer(&request))
-            .await
+        let operation = if request.get_ref().pending {
+            "hold"
+        } else {
+            "transfer"
+        };
+        self.apply(operation, self.parse_transfer(&request)).await
     }
 
     async fn get_transfer(&self, request: Request<GetTransferRequest>) -> RpcResult<Transfer> {
@@ -163,7 +247,14 @@ impl TransfersService for TransfersApi {
         let account = AccountId::parse(req.account_id, "account_id")?;
         let size = PageSize::parse(req.page_size)?;
         let token = PageToken::parse(&req.page_token)?;
-        let (rows, next_page_token) = self.reads.entries(&caller, account, size, token).await?;
+        let range = TimeRange::parse(
+            instant(req.start_time.as_ref(), "start_time")?,
+            instant(req.end_time.as_ref(), "end_time")?,
+        )?;
+        let (rows, next_page_token) = self
+            .reads
+            .entries(&caller, account, range, size, token)
+            .await?;
         Ok(Response::new(ListEntriesResponse {
             entries: rows.into_iter().map(entry_to_proto).collect(),
             next_page_token,
@@ -178,11 +269,8 @@ impl TransfersService for TransfersApi {
             r.currency.as_str(),
             r.request_id.as_str(),
         );
-        self.apply(
-            Kind::Deposit,
-            self.parse_cash(&request, Kind::Deposit, args),
-        )
-        .await
+        self.apply("deposit", self.parse_cash(&request, false, args))
+            .await
     }
 
     async fn withdraw(&self, request: Request<WithdrawRequest>) -> RpcResult<TransferResult> {
@@ -193,11 +281,41 @@ impl TransfersService for TransfersApi {
             r.currency.as_str(),
             r.request_id.as_str(),
         );
-        self.apply(
-            Kind::Withdrawal,
-            self.parse_cash(&request, Kind::Withdrawal, args),
-        )
-        .await
+        self.apply("withdrawal", self.parse_cash(&request, true, args))
+            .await
+    }
+
+    async fn post_transfer(
+        &self,
+        request: Request<PostTransferRequest>,
+    ) -> RpcResult<TransferResult> {
+        let r = request.get_ref();
+        let args = (r.id, Some(r.amount), r.request_id.as_str());
+        self.apply("post", self.parse_end(&request, args)).await
+    }
+
+    async fn void_transfer(
+        &self,
+        request: Request<VoidTransferRequest>,
+    ) -> RpcResult<TransferResult> {
+        let r = request.get_ref();
+        let args = (r.id, None, r.request_id.as_str());
+        self.apply("void", self.parse_end(&request, args)).await
+    }
+
+    async fn get_balance(&self, request: Request<GetBalanceRequest>) -> RpcResult<Balance> {
+        let caller = self.caller(&request)?;
+        let req = request.get_ref();
+        let account = AccountId::parse(req.account_id, "account_id")?;
+        let as_of = instant(req.as_of.as_ref(), "as_of")?.unwrap_or_else(Utc::now);
+        let (row, balance, last_entry_id) = self.reads.balance_at(&caller, account, as_of).await?;
+        Ok(Response::new(Balance {
+            account_id: row.id,
+            currency: row.currency,
+            as_of: Some(timestamp(as_of)),
+            balance,
+            last_entry_id,
+        }))
     }
 
     async fn reconcile(&self, request: Request<ReconcileRequest>) -> RpcResult<ReconcileResponse> {
@@ -220,9 +338,24 @@ impl TransfersService for TransfersApi {
                 .collect(),
             accounts_checked: report.accounts_checked,
             transfers_checked: report.transfers_checked,
+            holds_checked: report.holds_checked,
             violations: report.violations,
         }))
     }
+}
+
+/// An optional instant of a request; out of range is a field violation.
+fn instant(
+    t: Option<&prost_types::Timestamp>,
+    field: &str,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    t.map(|t| {
+        u32::try_from(t.nanos)
+            .ok()
+            .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+            .ok_or_else(|| ApiError::invalid_field(field, "not a valid instant"))
+    })
+    .transpose()
 }
 
 fn kind_to_proto(kind: Kind) -> TransferKind {
@@ -230,6 +363,15 @@ fn kind_to_proto(kind: Kind) -> TransferKind {
         Kind::Deposit => TransferKind::Deposit,
         Kind::Withdrawal => TransferKind::Withdrawal,
         Kind::Transfer => TransferKind::Transfer,
+    }
+}
+
+fn status_to_proto(status: TransferState) -> TransferStatus {
+    match status {
+        TransferState::Posted => TransferStatus::Posted,
+        TransferState::Pending => TransferStatus::Pending,
+        TransferState::Voided => TransferStatus::Voided,
+        TransferState::Expired => TransferStatus::Expired,
     }
 }
 
@@ -243,6 +385,10 @@ fn transfer_to_proto(t: TransferRow) -> Transfer {
         kind: kind_to_proto(t.kind) as i32,
         created_by: t.created_by,
         created_at: Some(timestamp(t.created_at)),
+        status: status_to_proto(t.status) as i32,
+        hold: t.hold,
+        hold_id: t.hold_id.unwrap_or(0),
+        expires_at: t.expires_at.map(timestamp),
     }
 }
 
@@ -259,24 +405,25 @@ fn entry_to_proto(e: EntryRow) -> Entry {
 
 fn result_to_proto(o: Outcome) -> TransferResult {
     let created_at = Some(timestamp(o.created_at));
+    let entry = |account_id: i64, line: EntryLine| Entry {
+        id: line.id,
+        account_id,
+        transfer_id: o.transfer_id,
+        amount: line.amount,
+        balance_after: line.balance_after,
+        created_at,
+    };
+    let (from_entry, to_entry) = match o.entries {
+        Some((debit, credit)) => (
+            Some(entry(o.from_account_id, debit)),
+            Some(entry(o.to_account_id, credit)),
+        ),
+        None => (None, None),
+    };
     TransferResult {
-        from_entry: Some(Entry {
-            id: o.from_entry_id,
-            account_id: o.from_account_id,
-            transfer_id: o.transfer_id,
-            amount: o.from_entry_amount,
-            balance_after: o.from_balance_after,
-            created_at,
-        }),
-        to_entry: Some(Entry {
-            id: o.to_entry_id,
-            account_id: o.to_account_id,
-            transfer_id: o.transfer_id,
-            amount: o.to_entry_amount,
-            balance_after: o.to_balance_after,
-            created_at,
-        }),
-        from_account_balance: o.from_balance_after,
+        from_account_balance: from_entry.as_ref().map_or(0, |e| e.balance_after),
+        from_entry,
+        to_entry,
         replayed: o.replayed,
         transfer: Some(Transfer {
             id: o.transfer_id,
@@ -287,6 +434,10 @@ fn result_to_proto(o: Outcome) -> TransferResult {
             kind: kind_to_proto(o.kind) as i32,
             created_by: o.created_by,
             created_at,
+            status: status_to_proto(o.status) as i32,
+            hold: o.hold,
+            hold_id: o.hold_id.unwrap_or(0),
+            expires_at: o.expires_at.map(timestamp),
         }),
     }
 }

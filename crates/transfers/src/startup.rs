@@ -7,8 +7,8 @@ use proto::transfers::v1::transfers_service_server::TransfersServiceServer;
 use sqlx::PgPool;
 
 use crate::{
-    config::{Config, IdempotencyConfig},
-    domain::{Currencies, Ledger, Reads},
+    config::{Config, HoldsConfig, IdempotencyConfig},
+    domain::{Command, Currencies, Ledger, LedgerError, Operation, Reads, Refusal, TransferId},
     grpc::TransfersApi,
     store,
 };
@@ -31,15 +31,23 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         cfg.idempotency.clone(),
         shutdown.clone(),
     ));
+    let ledger = Ledger::new(db.clone(), cfg.max_transfer_amount, &cfg.batch);
+    tokio::spawn(expire_holds(
+        db.clone(),
+        ledger.clone(),
+        cfg.holds.clone(),
+        shutdown.clone(),
+    ));
     let api = TransfersApi {
         db: db.clone(),
-        ledger: Ledger::new(db.clone(), cfg.max_transfer_amount, &cfg.batch),
+        ledger,
         reads: Reads { db: db.clone() },
         tokens,
         currencies,
         max_transfer_amount: cfg.max_transfer_amount,
         require_verified_email: cfg.require_verified_email,
         request_timeout: Duration::from_millis(cfg.server.request_timeout_ms),
+        max_hold_timeout: Duration::from_secs(cfg.holds.max_timeout_secs),
     };
     let routes = tonic::service::Routes::new(TransfersServiceServer::new(api));
     let readiness = Readiness::new().postgres(db.clone());
@@ -80,6 +88,59 @@ async fn clean_idempotency_keys(db: PgPool, cfg: IdempotencyConfig, shutdown: Sh
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Expires holds whose timeout passed: each is ended by an `expire` through the ledger like a
+/// void (the same group commit, ordered locks and checks), so with several replicas sweeping the
+/// same hold, one expiry wins and the others are refused `hold_not_pending`. Bounded per round.
+async fn expire_holds(db: PgPool, ledger: Ledger, cfg: HoldsConfig, shutdown: Shutdown) {
+    let interval = Duration::from_millis(cfg.sweep_interval_ms);
+    loop {
+        let found = match store::find_expired_holds(&db, cfg.sweep_batch).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "hold expiry sweep failed; will retry");
+                Vec::new()
+            }
+        };
+        let full_round = found.len() as i64 >= cfg.sweep_batch;
+        let mut expiries = tokio::task::JoinSet::new();
+        for id in found {
+            let Ok(hold) = TransferId::parse(id, "id") else {
+                continue;
+            };
+            let ledger = ledger.clone();
+            expiries.spawn(async move {
+                let cmd = Command {
+                    username: ledger_model::SYSTEM_OWNER.to_owned(),
+                    as_banker: true,
+                    op: Operation::Expire { hold },
+                    idempotency_key: None,
+                };
+                (id, ledger.apply(cmd, None).await)
+            });
+        }
+        let mut expired = 0;
+        while let Some(done) = expiries.join_next().await {
+            match done {
+                Ok((_, Ok(_))) => expired += 1,
+                // another replica, a post or a void ended it first
+                Ok((_, Err(LedgerError::Refused(Refusal::HoldNotPending)))) => {}
+                Ok((id, Err(e))) => {
+                    tracing::warn!(hold_id = id, error = %e, "cannot expire hold yet")
+                }
+                Err(e) => tracing::error!(error = %e, "hold expiry task failed"),
+            }
+        }
+        // a full round that made progress may have left more behind: go again at once
+        if full_round && expired > 0 && !shutdown.is_triggered() {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait() => return,
         }
     }
 }

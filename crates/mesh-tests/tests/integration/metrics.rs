@@ -79,6 +79,7 @@ async fn every_services_metrics_parse_and_count_the_rpcs_and_the_money_of_a_tran
                 amount,
                 currency: "USD".into(),
                 request_id: key.into(),
+                ..Default::default()
             },
             &alice,
         )

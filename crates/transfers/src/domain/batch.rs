@@ -38,7 +38,7 @@ use tokio::{
 
 use super::{
     error::LedgerError,
-    movement::{Command, Kind, Outcome, record},
+    movement::{Command, EntryLine, Kind, Operation, Outcome, Status, TransferId, record},
 };
 use crate::{
     config::BatchConfig,
@@ -148,15 +148,25 @@ const HOLD_AT_MOST: Duration = Duration::from_millis(250);
 enum LockKey {
     Account(AccountId),
     System(Currency),
+    /// A post, void or expiry names only its hold; its accounts are found in the database.
+    Hold(TransferId),
 }
 
 impl LockKey {
     fn of(cmd: &Command) -> [LockKey; 2] {
-        let key = |a: Option<AccountId>| match a {
-            Some(id) => LockKey::Account(id),
-            None => LockKey::System(cmd.currency.clone()),
-        };
-        [key(cmd.from), key(cmd.to)]
+        use LockKey::{Account, Hold, System};
+        match &cmd.op {
+            Operation::Transfer { from, to, .. } | Operation::Hold { from, to, .. } => {
+                [Account(*from), Account(*to)]
+            }
+            Operation::Deposit { to, currency, .. } => [System(currency.clone()), Account(*to)],
+            Operation::Withdrawal { from, currency, .. } => {
+                [Account(*from), System(currency.clone())]
+            }
+            Operation::Post { hold, .. }
+            | Operation::Void { hold }
+            | Operation::Expire { hold } => [Hold(*hold), Hold(*hold)],
+        }
     }
 }
 
@@ -351,21 +361,45 @@ fn outcome_of(row: BatchRow) -> Result<Outcome, LedgerError> {
     }
     let idx = row.idx;
     let need = || LedgerError::Invariant(format!("transfer_batch item {idx}: missing column"));
+    let line = |id: Option<i64>, amount: Option<i64>, balance_after: Option<i64>| match (
+        id,
+        amount,
+        balance_after,
+    ) {
+        (Some(id), Some(amount), Some(balance_after)) => Ok(Some(EntryLine {
+            id,
+            amount,
+            balance_after,
+        })),
+        (None, None, None) => Ok(None),
+        _ => Err(need()),
+    };
+    let debit = line(
+        row.from_entry_id,
+        row.from_entry_amount,
+        row.from_balance_after,
+    )?;
+    let credit = line(row.to_entry_id, row.to_entry_amount, row.to_balance_after)?;
+    let entries = match (debit, credit) {
+        (Some(debit), Some(credit)) => Some((debit, credit)),
+        (None, None) => None,
+        _ => return Err(need()),
+    };
+    let decode = |what: Option<String>| what.ok_or_else(need);
     let outcome = Outcome {
         transfer_id: row.transfer_id.ok_or_else(need)?,
         from_account_id: row.from_account_id.ok_or_else(need)?,
         to_account_id: row.to_account_id.ok_or_else(need)?,
         amount: row.amount.ok_or_else(need)?,
         currency: row.currency.ok_or_else(need)?,
-        kind: Kind::try_from(row.kind.ok_or_else(need)?).map_err(LedgerError::Invariant)?,
+        kind: Kind::try_from(decode(row.kind)?).map_err(LedgerError::Invariant)?,
+        status: Status::try_from(decode(row.status)?).map_err(LedgerError::Invariant)?,
+        hold: row.hold.ok_or_else(need)?,
+        hold_id: row.hold_id,
+        expires_at: row.expires_at,
         created_by: row.created_by.ok_or_else(need)?,
         created_at: row.created_at.ok_or_else(need)?,
-        from_entry_id: row.from_entry_id.ok_or_else(need)?,
-        from_entry_amount: row.from_entry_amount.ok_or_else(need)?,
-        from_balance_after: row.from_balance_after.ok_or_else(need)?,
-        to_entry_id: row.to_entry_id.ok_or_else(need)?,
-        to_entry_amount: row.to_entry_amount.ok_or_else(need)?,
-        to_balance_after: row.to_balance_after.ok_or_else(need)?,
+        entries,
         replayed: row.replayed.ok_or_else(need)?,
     };
     outcome.check().map(|()| outcome)
@@ -378,20 +412,33 @@ mod tests {
 
     fn pending(from: Option<i64>, to: Option<i64>, currency: &str) -> Pending {
         let currencies = Currencies::from_config(&["USD".into(), "EUR".into()]).unwrap();
-        let id = |a: Option<i64>| a.map(|a| AccountId::parse(a, "id").unwrap());
-        let kind = match (from, to) {
-            (None, _) => Kind::Deposit,
-            (_, None) => Kind::Withdrawal,
-            _ => Kind::Transfer,
+        let id = |a: i64| AccountId::parse(a, "id").unwrap();
+        let amount = Amount::parse(1, 100).unwrap();
+        let currency = currencies.parse(currency, "currency").unwrap();
+        let op = match (from, to) {
+            (None, Some(to)) => Operation::Deposit {
+                to: id(to),
+                amount,
+                currency,
+            },
+            (Some(from), None) => Operation::Withdrawal {
+                from: id(from),
+                amount,
+                currency,
+            },
+            (Some(from), Some(to)) => Operation::Transfer {
+                from: id(from),
+                to: id(to),
+                amount,
+                currency,
+            },
+            (None, None) => unreachable!(),
         };
         Pending {
             cmd: Command {
                 username: "alice".into(),
-                kind,
-                from: id(from),
-                to: id(to),
-                amount: Amount::parse(1, 100).unwrap(),
-                currency: currencies.parse(currency, "currency").unwrap(),
+                as_banker: false,
+                op,
                 idempotency_key: None,
             },
             deadline: None,

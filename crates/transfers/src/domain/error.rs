@@ -18,11 +18,21 @@ pub enum Refusal {
     /// one, so it surfaces as an internal error.
     InvalidKind,
     IdempotencyKeyReused,
+    /// No such hold, or not one the caller may end (only its creator or a banker).
+    HoldNotFound,
+    /// The hold was already posted, voided or expired: each hold ends exactly once.
+    HoldNotPending,
+    /// The hold's timeout passed; the sweep releases it.
+    HoldExpired,
+    /// An expiry of a hold whose timeout has not passed (only the sweep sends these).
+    HoldNotExpired,
+    /// A post of more than the hold reserved.
+    AmountExceedsHold,
 }
 
 impl Refusal {
     /// Every refusal, for parsing and for the agreement test.
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::AccountNotFound,
         Refusal::NotAccountOwner,
         Refusal::SameAccount,
@@ -33,6 +43,11 @@ impl Refusal {
         Refusal::InvalidAmount,
         Refusal::InvalidKind,
         Refusal::IdempotencyKeyReused,
+        Refusal::HoldNotFound,
+        Refusal::HoldNotPending,
+        Refusal::HoldExpired,
+        Refusal::HoldNotExpired,
+        Refusal::AmountExceedsHold,
     ];
 
     /// The stable reason: in the SQL, in the API's `ErrorInfo`, in metrics and logs.
@@ -48,6 +63,11 @@ impl Refusal {
             Refusal::InvalidAmount => "invalid_amount",
             Refusal::InvalidKind => "invalid_kind",
             Refusal::IdempotencyKeyReused => "idempotency_key_reused",
+            Refusal::HoldNotFound => "hold_not_found",
+            Refusal::HoldNotPending => "hold_not_pending",
+            Refusal::HoldExpired => "hold_expired",
+            Refusal::HoldNotExpired => "hold_not_expired",
+            Refusal::AmountExceedsHold => "amount_exceeds_hold",
         }
     }
 
@@ -96,6 +116,22 @@ impl Refusal {
                 reason,
                 "this idempotency key was used for a different request; use a new key",
             ),
+            Refusal::HoldNotFound => ApiError::not_found(reason, "no such hold"),
+            Refusal::HoldNotPending => ApiError::failed_precondition(
+                reason,
+                "the hold has already ended (posted, voided or expired)",
+            ),
+            Refusal::HoldExpired => {
+                ApiError::failed_precondition(reason, "the hold has expired and is released")
+            }
+            Refusal::HoldNotExpired => {
+                ApiError::failed_precondition(reason, "the hold has not expired")
+            }
+            Refusal::AmountExceedsHold => ApiError::failed_precondition(
+                reason,
+                "a post may move at most the amount the hold reserved",
+            )
+            .with_violation("amount", "at most the hold's amount"),
         }
     }
 }

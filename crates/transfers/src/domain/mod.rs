@@ -17,5 +17,5 @@ pub use ledger::Ledger;
 pub use ledger_model::{
     Account, AccountId, AccountKind, Currencies, Currency, PageSize, PageToken,
 };
-pub use movement::{Command, Kind, Outcome};
-pub use reads::Reads;
+pub use movement::{Command, EntryLine, Kind, Operation, Outcome, Status, TransferId};
+pub use reads::{Reads, TimeRange};

@@ -1,12 +1,37 @@
 //! The ledger's reads: a transfer, an account's transfers and its statement, each only for who
 //! may see them (the owner of an account on either side, or a banker).
 
+use chrono::{DateTime, Utc};
 use ledger_model::{Account, AccountId, AccountKind, PageSize, PageToken};
 use platform::{ApiError, Caller};
 use sqlx::PgPool;
 
 use super::error::{LedgerError, Refusal};
 use crate::store::{self, EntryRow, TransferRow};
+
+/// A half-open range of instants, either end optional; `start < end` when both are given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+impl TimeRange {
+    pub fn parse(
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Self, ApiError> {
+        if let (Some(start), Some(end)) = (start, end)
+            && start >= end
+        {
+            return Err(ApiError::invalid_field(
+                "end_time",
+                "must be after start_time",
+            ));
+        }
+        Ok(Self { start, end })
+    }
+}
 
 #[derive(Clone)]
 pub struct Reads {
@@ -45,18 +70,36 @@ impl Reads {
         Ok((rows, next_page_token))
     }
 
-    /// One page of the account's statement, newest first, and the next page's token.
+    /// One page of the account's statement written in `range` (from, inclusive; until,
+    /// exclusive), newest first, and the next page's token.
     pub async fn entries(
         &self,
         caller: &Caller,
         account: AccountId,
+        range: TimeRange,
         size: PageSize,
         token: PageToken,
     ) -> Result<(Vec<EntryRow>, String), ApiError> {
         self.readable_account(caller, account).await?;
-        let mut rows = store::list_entries(&self.db, account, size, token).await?;
+        let mut rows =
+            store::list_entries(&self.db, account, (range.start, range.end), size, token).await?;
         let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
         Ok((rows, next_page_token))
+    }
+
+    /// The account's posted balance at `as_of`: the balance after its last entry at or before it
+    /// (0 before its first), with that entry's id (0 when none).
+    pub async fn balance_at(
+        &self,
+        caller: &Caller,
+        account: AccountId,
+        as_of: DateTime<Utc>,
+    ) -> Result<(Account, i64, i64), ApiError> {
+        let row = self.readable_account(caller, account).await?;
+        let (entry_id, balance) = store::get_balance_at(&self.db, account, as_of)
+            .await?
+            .unwrap_or((0, 0));
+        Ok((row, balance, entry_id))
     }
 
     /// The account, if the caller may read it (owner or banker); NOT_FOUND otherwise.

@@ -23,6 +23,7 @@ pub struct Report {
     pub totals: Vec<CurrencyTotal>,
     pub accounts_checked: i64,
     pub transfers_checked: i64,
+    pub holds_checked: i64,
     pub violations: Vec<String>,
 }
 
@@ -47,6 +48,10 @@ impl Report {
         out.push(format!(
             "transfers checked for two entries summing to zero: {}",
             self.transfers_checked
+        ));
+        out.push(format!(
+            "holds checked (ended at most once, reserved = pending amounts): {}",
+            self.holds_checked
         ));
         for v in &self.violations {
             out.push(format!("VIOLATION: {v}"));
@@ -99,6 +104,39 @@ pub async fn run(pool: &PgPool) -> Result<Report, sqlx::Error> {
             "transfer {id}: {entries} entries summing to {sum}; want -amount on its source and +amount on its destination"
         ));
     }
+    check_holds(&mut tx, &mut report).await?;
     tx.commit().await?;
     Ok(report)
+}
+
+/// Each account's pending debits and credits equal the open holds on it, no customer's available
+/// balance is negative, and every hold ended at most once, as its status says, by a post no
+/// larger than itself.
+async fn check_holds(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    report: &mut Report,
+) -> Result<(), sqlx::Error> {
+    report.holds_checked = store::count_holds(tx).await?;
+    for (id, debits, held_from, credits, held_to, negative) in
+        store::find_accounts_off_their_holds(tx, MAX_VIOLATIONS_PER_CHECK).await?
+    {
+        if debits != held_from || credits != held_to {
+            report.violations.push(format!(
+                "account {id}: pending debits {debits} / credits {credits} but open holds reserve {held_from} / {held_to}"
+            ));
+        }
+        if negative {
+            report.violations.push(format!(
+                "account {id}: customer available balance below zero"
+            ));
+        }
+    }
+    for (id, ends, status, ended_as, ended_amount, amount) in
+        store::find_holds_ended_wrongly(tx, MAX_VIOLATIONS_PER_CHECK).await?
+    {
+        report.violations.push(format!(
+            "hold {id} ({status}, amount {amount}): ended {ends} time(s), as {ended_as:?}, for {ended_amount:?}"
+        ));
+    }
+    Ok(())
 }

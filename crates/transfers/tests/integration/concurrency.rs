@@ -20,6 +20,7 @@ fn transfer(from: i64, to: i64, amount: i64) -> CreateTransferRequest {
         amount,
         currency: "USD".into(),
         request_id: String::new(),
+        ..Default::default()
     }
 }
 

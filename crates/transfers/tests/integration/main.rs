@@ -3,6 +3,7 @@
 
 mod batching;
 mod concurrency;
+mod holds;
 mod migrations;
 mod sql_reasons;
 mod support;

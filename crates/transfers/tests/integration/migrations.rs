@@ -34,6 +34,7 @@ async fn down_migrations_then_up_again_leave_a_working_ledger() {
                 amount: 250,
                 currency: "gbp".into(),
                 request_id: "after-redo".into(),
+                ..Default::default()
             },
             &app.token("alice"),
         ))

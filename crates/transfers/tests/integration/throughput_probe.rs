@@ -51,6 +51,7 @@ async fn measure(
                     amount: 1,
                     currency: "USD".into(),
                     request_id: String::new(),
+                    ..Default::default()
                 };
                 let started = Instant::now();
                 if client.create_transfer(authed(request, token)).await.is_ok() {

@@ -16,6 +16,7 @@ fn transfer(from: i64, to: i64, amount: i64, currency: &str) -> CreateTransferRe
         amount,
         currency: currency.into(),
         request_id: String::new(),
+        ..Default::default()
     }
 }
 
@@ -495,6 +496,7 @@ async fn the_statement_pages_newest_first_with_the_balance_after_each_line() {
         account_id: alice,
         page_size: 3,
         page_token,
+        ..Default::default()
     };
     let first = client
         .list_entries(authed(page(String::new()), &token))
