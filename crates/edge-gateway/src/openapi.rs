@@ -469,7 +469,16 @@ mod tests {
             .iter()
             .map(|p| p["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["account_id", "page_size", "page_token"]);
+        assert_eq!(
+            names,
+            [
+                "account_id",
+                "page_size",
+                "page_token",
+                "start_time",
+                "end_time"
+            ]
+        );
         assert_eq!(d["paths"]["/v1/sessions"]["post"]["security"], json!([]));
         assert!(d["paths"]["/v1/accounts"]["post"].get("security").is_none());
         let amount = &d["components"]["schemas"]["transactions.transfers.v1.Transfer"]["properties"]
