@@ -17,6 +17,8 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     cfg.validate()?;
     let db = platform::db::pool(&cfg.database)?;
     let redis = platform::redis::pool(&cfg.redis)?;
+    platform::db::check_at_start(&db, &cfg.database).await?;
+    platform::redis::check_at_start(&redis, &cfg.redis).await?;
     let keys = signing_keys(&cfg)?;
     let hasher = Hasher::new(&cfg.password)?;
     hasher.warm_up();
@@ -37,6 +39,11 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     let relay = if cfg.relay.enabled {
         let relay_redis_cfg = cfg.relay.redis.clone().unwrap_or_else(|| cfg.redis.clone());
         let relay_redis = platform::redis::pool(&relay_redis_cfg).context("relay redis pool")?;
+        if cfg.relay.redis.is_some() {
+            platform::redis::check_at_start(&relay_redis, &relay_redis_cfg)
+                .await
+                .context("relay.redis")?;
+        }
         Some(tokio::spawn(relay::run(
             db.clone(),
             relay_redis,

@@ -13,7 +13,8 @@ pub async fn run(cfg: Config, http: TcpListener, shutdown: Shutdown) -> anyhow::
     cfg.validate()?;
     describe_metrics();
     let redis = platform::redis::pool(&cfg.redis).context("redis pool")?;
-    let reader = redis::Client::open(cfg.redis.url.as_str()).context("redis url")?;
+    platform::redis::check_at_start(&redis, &cfg.redis).await?;
+    let reader = platform::redis::client(&cfg.redis)?;
     let transport = Transport::from_config(&cfg.transport)?;
     tracing::info!(transport = ?cfg.transport, "mail transport ready");
     let mailer = Arc::new(Mailer::new(

@@ -52,8 +52,14 @@ async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("migrate", &cfg.telemetry);
     match cli.command {
         Command::Up => {
-            platform::db::create_database_if_missing(&cfg.database.url).await?;
+            platform::db::create_database_if_missing_with(&cfg.database)
+                .await
+                .map_err(|e| {
+                    platform::db::explain_setting_error(&e, &cfg.database)
+                        .unwrap_or_else(|| e.into())
+                })?;
             let pool = platform::db::pool(&cfg.database)?;
+            platform::db::check_at_start(&pool, &cfg.database).await?;
             platform::db::migrate(&pool).await?;
             tracing::info!("migrations applied");
         }

@@ -121,6 +121,13 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     pub min_connections: u32,
     pub acquire_timeout_ms: u64,
+    /// TLS to the server: `disable`, `prefer`, `require`, `verify-ca` or `verify-full` (libpq's
+    /// names). Unset: the URL's `sslmode`, else `prefer`. Managed databases (RDS) want
+    /// `verify-full` with their CA bundle in `ssl_root_cert`.
+    pub ssl_mode: Option<String>,
+    /// PEM file of the CA(s) that sign the server's certificate (e.g. the RDS bundle). Unset: the
+    /// URL's `sslrootcert`, else the public web roots.
+    pub ssl_root_cert: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
@@ -130,6 +137,8 @@ impl Default for DatabaseConfig {
             max_connections: 16,
             min_connections: 0,
             acquire_timeout_ms: 3_000,
+            ssl_mode: None,
+            ssl_root_cert: None,
         }
     }
 }
@@ -138,10 +147,16 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RedisConfig {
+    /// `redis://host:port` or, with TLS (ElastiCache/Valkey in-transit encryption),
+    /// `rediss://host:port`; the server's certificate is verified against `tls_ca_file` and the
+    /// URL's host name. A password (auth token) goes in the URL: `rediss://:TOKEN@host:6379`.
     pub url: String,
     pub pool_size: usize,
     pub key_prefix: String,
     pub timeout_ms: u64,
+    /// PEM file of the CA(s) that sign the server's certificate, for a `rediss://` URL. Unset: the
+    /// system's roots (enough for ElastiCache, whose certificates chain to a public root).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -151,6 +166,7 @@ impl Default for RedisConfig {
             pool_size: 16,
             key_prefix: "txn:".into(),
             timeout_ms: 2_000,
+            tls_ca_file: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::{
     PgPool,
     migrate::Migrator,
-    postgres::{PgConnectOptions, PgPoolOptions},
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
 };
 
 use crate::config::DatabaseConfig;
@@ -14,14 +14,111 @@ use crate::config::DatabaseConfig;
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// Builds a pool. Connections are opened lazily so a service starts (and reports not-ready)
-/// while the database is still coming up.
+/// while the database is still coming up; [`check_at_start`] refuses what waiting cannot fix.
 pub fn pool(cfg: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    let opts: PgConnectOptions = cfg.url.parse()?;
+    let opts = connect_options(cfg)?;
     Ok(PgPoolOptions::new()
         .max_connections(cfg.max_connections)
         .min_connections(cfg.min_connections)
         .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
         .connect_lazy_with(opts))
+}
+
+/// The URL with `database.ssl_mode` and `database.ssl_root_cert` applied over it (they win over
+/// the URL's `sslmode` / `sslrootcert`). A CA file that cannot be read or holds no certificate is
+/// refused here, naming the key, rather than at the first connection.
+pub fn connect_options(cfg: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
+    let config_error = |msg: String| sqlx::Error::Configuration(msg.into());
+    let mut opts: PgConnectOptions = cfg.url.parse()?;
+    if let Some(mode) = cfg.ssl_mode.as_deref() {
+        let mode: PgSslMode = mode.parse().map_err(|_| {
+            config_error(format!(
+                "database.ssl_mode must be one of disable, allow, prefer, require, verify-ca, \
+                 verify-full (got {mode:?})"
+            ))
+        })?;
+        opts = opts.ssl_mode(mode);
+    }
+    if let Some(path) = &cfg.ssl_root_cert {
+        crate::tls::read_ca_file(path)
+            .map_err(|e| config_error(format!("database.ssl_root_cert: {e}")))?;
+        opts = opts.ssl_root_cert(path);
+    }
+    Ok(opts)
+}
+
+/// One connection at start-up. A TLS failure (the CA in `database.ssl_root_cert` did not sign the
+/// server's certificate, the certificate is not for the URL's host, or `database.ssl_mode =
+/// disable` against a server that requires TLS) does not heal by waiting, so it stops start-up
+/// naming the setting; anything else (the database is down or still starting) is logged and left
+/// to readiness, which keeps the service out of the load balancer until the database answers.
+pub async fn check_at_start(pool: &PgPool, cfg: &DatabaseConfig) -> anyhow::Result<()> {
+    let error = match pool.acquire().await {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    if let Some(fatal) = explain_setting_error(&error, cfg) {
+        return Err(fatal);
+    }
+    tracing::warn!(error = %error_chain(&error), "database not reachable at start-up; not ready until it is");
+    Ok(())
+}
+
+/// `Some` when `error` (from connecting with `cfg`) is a TLS setting's fault: the error, naming
+/// the setting. `migrate` uses it on its first connection too.
+pub fn explain_setting_error(error: &sqlx::Error, cfg: &DatabaseConfig) -> Option<anyhow::Error> {
+    let chain = error_chain(error);
+    let host = connect_options(cfg)
+        .map(|o| o.get_host().to_owned())
+        .unwrap_or_default();
+    let setting = match crate::tls::certificate_problem(&chain) {
+        Some(crate::tls::CertificateProblem::UnknownIssuer) => format!(
+            "database.ssl_root_cert ({}) does not hold the CA that signed the server's certificate",
+            describe_path(cfg.ssl_root_cert.as_deref())
+        ),
+        Some(crate::tls::CertificateProblem::WrongName) => format!(
+            "the server's certificate is not valid for the host {host:?} of database.url \
+             (database.ssl_mode = verify-full checks the name; connect by the name in the \
+             certificate)"
+        ),
+        Some(crate::tls::CertificateProblem::Other) => format!(
+            "TLS to the database failed; check database.ssl_mode and database.ssl_root_cert ({})",
+            describe_path(cfg.ssl_root_cert.as_deref())
+        ),
+        None if matches!(error, sqlx::Error::Tls(_)) => {
+            "TLS to the database failed; check database.ssl_mode and database.ssl_root_cert"
+                .to_owned()
+        }
+        // PostgreSQL's answer to a plaintext client when pg_hba.conf has only `hostssl` lines
+        None if chain.contains("no encryption") => "the database requires TLS but \
+             database.ssl_mode (or the URL's sslmode) is disable: set database.ssl_mode = \
+             verify-full and database.ssl_root_cert"
+            .to_owned(),
+        None => return None,
+    };
+    Some(anyhow::anyhow!("{setting}: {chain}"))
+}
+
+/// An error and its sources on one line (the TLS cause sits a few sources down).
+fn error_chain(error: &sqlx::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        source = e.source();
+    }
+    chain
+}
+
+fn describe_path(path: Option<&std::path::Path>) -> String {
+    path.map_or_else(
+        || "unset: the URL's sslrootcert or the public roots".to_owned(),
+        |p| p.display().to_string(),
+    )
 }
 
 /// Applies every pending migration. Running it twice is harmless; concurrent runs are serialised
@@ -37,7 +134,16 @@ pub async fn migrate_down(pool: &PgPool, target: i64) -> Result<(), sqlx::migrat
 
 /// Creates the database named in `url` if it does not exist (connects to `postgres` to do so).
 pub async fn create_database_if_missing(url: &str) -> Result<(), sqlx::Error> {
-    let opts: PgConnectOptions = url.parse()?;
+    create_database_if_missing_with(&DatabaseConfig {
+        url: url.to_owned(),
+        ..DatabaseConfig::default()
+    })
+    .await
+}
+
+/// [`create_database_if_missing`] over the TLS settings of `cfg` (`migrate up` against RDS).
+pub async fn create_database_if_missing_with(cfg: &DatabaseConfig) -> Result<(), sqlx::Error> {
+    let opts = connect_options(cfg)?;
     let name = opts
         .get_database()
         .ok_or_else(|| sqlx::Error::Configuration("DATABASE url names no database".into()))?

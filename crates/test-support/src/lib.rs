@@ -8,6 +8,8 @@
 //! `REDIS_URL` (default `redis://127.0.0.1:6379`) the Redis; an unreachable one fails the test with
 //! a message naming the URL.
 
+pub mod servers;
+
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use platform::{
@@ -90,6 +92,7 @@ impl TestDb {
             max_connections: 20,
             min_connections: 0,
             acquire_timeout_ms: 30_000,
+            ..DatabaseConfig::default()
         }
     }
 }
@@ -137,6 +140,7 @@ impl TestRedis {
             pool_size: 16,
             key_prefix: prefix.clone(),
             timeout_ms: 5_000,
+            tls_ca_file: None,
         };
         let pool = platform::redis::pool(&cfg).expect("redis pool");
         platform::redis::ping(&pool)
@@ -151,6 +155,7 @@ impl TestRedis {
             pool_size: 16,
             key_prefix: self.prefix.clone(),
             timeout_ms: 5_000,
+            tls_ca_file: None,
         }
     }
 }
