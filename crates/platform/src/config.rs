@@ -89,6 +89,8 @@ pub struct ServerConfig {
     pub concurrency_limit_per_connection: usize,
     /// How long in-flight calls may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// How often the readiness checks (database, Redis) run to set the gRPC health status.
+    pub health_check_interval_ms: u64,
 }
 
 impl ServerConfig {
@@ -109,6 +111,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 10_000,
             concurrency_limit_per_connection: 256,
             shutdown_grace_secs: 10,
+            health_check_interval_ms: 1_000,
         }
     }
 }

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tonic::{service::Routes, transport::server::TcpIncoming};
-use tonic_health::ServingStatus;
+use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::{config::ServerConfig, shutdown::Shutdown};
+use crate::{config::ServerConfig, http::Readiness, shutdown::Shutdown};
 
 /// Binds `addr` (`host:port`; port 0 picks a free one).
 pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
@@ -29,12 +29,53 @@ pub async fn serve(
     service_names: &[&str],
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    serve_with_readiness(
+        cfg,
+        listener,
+        routes,
+        service_names,
+        Readiness::new(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`], with the health status of every name (and of the server, `""`) following
+/// `readiness`, the checks behind `/readyz`: they run every `cfg.health_check_interval_ms`;
+/// NOT_SERVING from the start until they first pass, whenever one fails, and from SIGTERM on;
+/// SERVING again when they pass, without a restart. So a Kubernetes gRPC readiness probe sees the
+/// database and Redis, not only the process.
+pub async fn serve_with_readiness(
+    cfg: &ServerConfig,
+    listener: TcpListener,
+    routes: Routes,
+    service_names: &[&str],
+    readiness: Readiness,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    crate::config::ensure_in_range(
+        "server.health_check_interval_ms",
+        cfg.health_check_interval_ms,
+        100..=60_000,
+    )?;
     let (reporter, health) = tonic_health::server::health_reporter();
-    for name in service_names {
-        reporter
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
-    }
+    // "" is the whole server (what `grpc_health_probe` and Kubernetes ask without a service)
+    let names: Vec<String> = std::iter::once(String::new())
+        .chain(service_names.iter().map(|n| (*n).to_owned()))
+        .collect();
+    let initial = if readiness.is_empty() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    set_all(&reporter, &names, initial).await;
+    let follower = tokio::spawn(follow_readiness(
+        reporter.clone(),
+        names.clone(),
+        readiness,
+        Duration::from_millis(cfg.health_check_interval_ms),
+        shutdown.clone(),
+    ));
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -84,11 +125,11 @@ pub async fn serve(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 stop.wait().await;
-                for name in ["grpc.health.v1.Health"] {
-                    reporter
-                        .set_service_status(name, ServingStatus::NotServing)
-                        .await;
-                }
+                // every name, so a probe of any of them sees the pod leaving before it is gone
+                set_all(&reporter, &names, ServingStatus::NotServing).await;
+                reporter
+                    .set_service_status("grpc.health.v1.Health", ServingStatus::NotServing)
+                    .await;
             },
         );
     let mut result = Ok(());
@@ -96,12 +137,60 @@ pub async fn serve(
         result = server.await;
     })
     .await;
+    follower.abort();
     result.context("gRPC server failed")?;
     if !finished {
         tracing::warn!("gRPC server stopped before in-flight calls finished");
     }
     tracing::info!(%addr, "gRPC server stopped");
     Ok(())
+}
+
+async fn set_all(reporter: &HealthReporter, names: &[String], status: ServingStatus) {
+    for name in names {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Runs the readiness checks every `interval` until shutdown and sets every name's health status
+/// from them, logging each change (with what failed) once rather than every round.
+async fn follow_readiness(
+    reporter: HealthReporter,
+    names: Vec<String>,
+    readiness: Readiness,
+    interval: Duration,
+    shutdown: Shutdown,
+) {
+    if readiness.is_empty() {
+        return;
+    }
+    let mut serving = false;
+    while !shutdown.is_triggered() {
+        let failed = readiness.run().await;
+        if shutdown.is_triggered() {
+            break; // the shutdown path has set NOT_SERVING; do not undo it
+        }
+        let ok = failed.is_empty();
+        if ok != serving {
+            serving = ok;
+            if ok {
+                tracing::info!("dependencies answer: health SERVING");
+            } else {
+                let failed: Vec<String> = failed.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+                tracing::warn!(?failed, "a dependency fails: health NOT_SERVING");
+            }
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_all(&reporter, &names, status).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.wait() => {}
+        }
+    }
 }
 
 /// The server span of one call: a child of the caller's `traceparent` (or the root of a new trace),

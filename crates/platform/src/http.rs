@@ -54,6 +54,11 @@ impl Readiness {
         })
     }
 
+    /// No checks: always ready.
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
     /// Runs every check (each bounded to 2 s); the failures, by name.
     pub async fn run(&self) -> Vec<(&'static str, String)> {
         let mut failed = Vec::new();

@@ -54,12 +54,18 @@ pub async fn serve_all(
     readiness: http::Readiness,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let http = http::serve(listeners.http, http::router(readiness), shutdown.clone());
-    let grpc = grpc::serve(
+    let http = http::serve(
+        listeners.http,
+        http::router(readiness.clone()),
+        shutdown.clone(),
+    );
+    // the gRPC health status follows the same checks as /readyz (the chart's probes ask it)
+    let grpc = grpc::serve_with_readiness(
         server,
         listeners.grpc,
         routes,
         service_names,
+        readiness,
         shutdown.clone(),
     );
     let stop_on_error = |r: anyhow::Result<()>| {

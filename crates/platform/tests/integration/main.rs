@@ -1,6 +1,7 @@
 //! The platform crate's integration tests, one binary (helpers, when there are any, in `support/`):
-//! `server` (the gRPC server, health, shutdown), `tls` (TLS to PostgreSQL and Redis against
+//! `server` (the gRPC server, health, shutdown), `health` (health follows readiness), `tls` (TLS to PostgreSQL and Redis against
 //! throwaway servers).
 
+mod health;
 mod server;
 mod tls;
