@@ -3,6 +3,7 @@
 -- not drifted). Each comment says what the object holds, its unit (money is always a bigint of
 -- minor units of the row's currency: cents, pence) and what guards it (constraints, who writes it).
 -- A table or column added later without a comment fails `cargo xtask schema-docs`.
+-- Comments may use Markdown code spans (`...`): docs/schema.md shows them as written.
 
 COMMENT ON SCHEMA auth IS 'Identity: users, login sessions, refresh tokens, email verification and the outbox of user events. Read and written only by the auth service.';
 COMMENT ON SCHEMA ledger IS 'The money: accounts, transfers (including holds), double-entry lines and idempotency keys. Accounts are opened and frozen by the accounts service; money moves only through ledger.transfer_batch, called by the transfers service.';
@@ -11,7 +12,7 @@ COMMENT ON SCHEMA ledger IS 'The money: accounts, transfers (including holds), d
 -- auth
 -- ---------------------------------------------------------------------------------------------
 COMMENT ON TABLE auth.users IS 'One row per user. Inserted by sign-up (role depositor) or the operator command `auth create-user` (the only way to make a banker); updated by UpdateUser and email verification. Never deleted by the services.';
-COMMENT ON COLUMN auth.users.username IS 'Login name and the identity in access tokens; CHECK ^[a-z0-9_]{3,32}$. Sessions and verifications follow a change by ON UPDATE CASCADE; ledger.accounts.owner and ledger.transfers.created_by hold it without a foreign key.';
+COMMENT ON COLUMN auth.users.username IS 'Login name and the identity in access tokens; CHECK `^[a-z0-9_]{3,32}$`. Sessions and verifications follow a change by ON UPDATE CASCADE; ledger.accounts.owner and ledger.transfers.created_by hold it without a foreign key.';
 COMMENT ON COLUMN auth.users.full_name IS 'Display name, 1 to 100 characters (CHECK).';
 COMMENT ON COLUMN auth.users.email IS 'Email address, 3 to 254 characters (CHECK); unique whatever its case (index users_email_key on lower(email)). Changing it sets email_verified back to false.';
 COMMENT ON COLUMN auth.users.hashed_password IS 'argon2id hash of the password as a PHC string (algorithm, cost, salt, hash); the password itself is never stored.';
@@ -59,7 +60,7 @@ COMMENT ON COLUMN auth.outbox.published_at IS 'When the relay added the event to
 COMMENT ON TABLE ledger.accounts IS 'One account per owner and currency. Customer accounts are opened by the accounts service, the system account of a currency by ledger.ensure_system_account. The balance and pending amounts are written only by ledger.transfer_batch; status and frozen_reason only by the accounts service (freeze and unfreeze).';
 COMMENT ON COLUMN ledger.accounts.id IS 'Account id.';
 COMMENT ON COLUMN ledger.accounts.owner IS 'Username of the owner (no foreign key into auth on purpose: each service owns its schema); @system for the bank''s system accounts. UNIQUE with currency.';
-COMMENT ON COLUMN ledger.accounts.currency IS 'ISO 4217 currency code, three capital letters (CHECK ^[A-Z]{3}$); every amount on the account is in minor units of it.';
+COMMENT ON COLUMN ledger.accounts.currency IS 'ISO 4217 currency code, three capital letters (CHECK `^[A-Z]{3}$`); every amount on the account is in minor units of it.';
 COMMENT ON COLUMN ledger.accounts.kind IS 'customer (default) or system (CHECK): the bank''s cash account of a currency, one per currency (index accounts_one_system_per_currency), the only kind allowed below zero; deposits come from it, withdrawals go to it.';
 COMMENT ON COLUMN ledger.accounts.status IS 'active (default) or frozen (CHECK). A frozen account neither sends nor receives money; holds on it can still be voided or expire.';
 COMMENT ON COLUMN ledger.accounts.frozen_reason IS 'Why a banker froze the account; NULL while it is active.';
@@ -74,7 +75,7 @@ COMMENT ON COLUMN ledger.transfers.id IS 'Transfer id.';
 COMMENT ON COLUMN ledger.transfers.from_account_id IS 'The account debited (the system account for a deposit); foreign key to ledger.accounts. CHECK transfer_between_two_accounts: never the same as to_account_id.';
 COMMENT ON COLUMN ledger.transfers.to_account_id IS 'The account credited (the system account for a withdrawal); foreign key to ledger.accounts.';
 COMMENT ON COLUMN ledger.transfers.amount IS 'Minor units of currency, > 0 (CHECK). For a hold the amount reserved; for a post the amount moved (at most the hold''s); for a void or an expiry the amount released.';
-COMMENT ON COLUMN ledger.transfers.currency IS 'ISO 4217 currency code (CHECK ^[A-Z]{3}$); the currency of both accounts.';
+COMMENT ON COLUMN ledger.transfers.currency IS 'ISO 4217 currency code (CHECK `^[A-Z]{3}$`); the currency of both accounts.';
 COMMENT ON COLUMN ledger.transfers.kind IS 'transfer (between customers; also every hold and end of a hold), deposit (from the system account) or withdrawal (to the system account) (CHECK). Deposits and withdrawals are bankers'' only.';
 COMMENT ON COLUMN ledger.transfers.created_by IS 'Username of the user who asked for it (no foreign key into auth).';
 COMMENT ON COLUMN ledger.transfers.created_at IS 'When it was applied: the clock after the batch holds its account locks.';

@@ -36,10 +36,13 @@ enum Cmd {
     Migrate,
     /// Benchmark: our transfers through the mesh vs the pgbench ceiling and the naive peer.
     Bench(bench::BenchArgs),
+    /// Write docs/schema.md from the schema the migrations build (--check: fail if it differs).
+    SchemaDocs(schema_docs::SchemaDocsArgs),
 }
 
 mod bench;
 mod ports;
+mod schema_docs;
 
 /// The five services: name, binary, readiness URL.
 const SERVICES: [(&str, &str); 5] = [
@@ -72,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Migrate => migrate().await,
         Cmd::Up { release } => up(release).await,
         Cmd::Bench(args) => bench::run(args).await,
+        Cmd::SchemaDocs(args) => schema_docs::run(args).await,
     }
 }
 
