@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Public HTTP/JSON address (also `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/swagger/`).
+    /// Public HTTP/JSON address: the API, `/openapi.json` and `/swagger/`, nothing else.
     pub http_addr: String,
+    /// Private admin address: `/metrics`, `/readyz`, `/healthz` (pool and upstream figures, error
+    /// text). Never exposed through the Service the ingress uses.
+    pub admin_addr: String,
     /// Public gRPC address (whole-call proxy, reflection, health).
     pub grpc_addr: String,
     /// Upstream URL per service, keyed by the proto package's service segment
@@ -100,6 +103,7 @@ impl Default for Config {
         .collect();
         Self {
             http_addr: "0.0.0.0:8080".into(),
+            admin_addr: "0.0.0.0:8085".into(),
             grpc_addr: "0.0.0.0:9090".into(),
             upstreams,
             upstream_connect_timeout_ms: 2_000,

@@ -12,6 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let listeners = platform::Listeners {
         grpc: platform::grpc::bind(&cfg.grpc_addr).await?,
         http: platform::grpc::bind(&cfg.http_addr).await?,
+        admin: Some(platform::grpc::bind(&cfg.admin_addr).await?),
     };
     edge_gateway::startup::run(cfg, listeners, platform::Shutdown::on_signals()).await
 }

@@ -49,7 +49,14 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         .filter(|r| cfg.rate_limit.methods.iter().any(|m| m == r.full_name()))
         .map(|r| r.grpc_path.clone())
         .collect();
+    let readiness = readiness(&upstreams);
     let router = http_router(&cfg, table, upstreams.clone(), limiter.clone())?;
+    let admin = match listeners.admin {
+        Some(listener) => listener,
+        None => platform::grpc::bind(&cfg.admin_addr)
+            .await
+            .context("admin_addr")?,
+    };
     let proxy = Arc::new(Proxy {
         upstreams,
         trusted_proxies: cfg.trusted_proxies.clone(),
@@ -66,14 +73,27 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         }
         r
     };
-    let (g, h) = tokio::join!(
+    let (g, a, h) = tokio::join!(
         async {
             stop_on_error(
-                platform::grpc::serve(
+                platform::grpc::serve_with_readiness(
                     &cfg.server,
                     listeners.grpc,
                     routes,
                     &names,
+                    readiness.clone(),
+                    shutdown.clone(),
+                )
+                .await,
+            )
+        },
+        async {
+            // private: never behind the ingress (metrics carry business figures, readiness
+            // carries upstream error text)
+            stop_on_error(
+                platform::http::serve(
+                    admin,
+                    platform::http::router(readiness.clone()),
                     shutdown.clone(),
                 )
                 .await,
@@ -95,10 +115,11 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     );
     // the last spans of the drained requests would otherwise die with the process
     platform::telemetry::flush().await;
-    g.and(h)
+    g.and(a).and(h)
 }
 
-/// The public HTTP router: health, metrics, OpenAPI, Swagger UI, and every API route as fallback.
+/// The public HTTP router: OpenAPI, Swagger UI, and every API route as fallback. Health, readiness
+/// and metrics are on the admin port only, so a path like `/metrics` is an unknown API route here.
 pub fn http_router(
     cfg: &Config,
     table: RouteTable,
@@ -108,10 +129,9 @@ pub fn http_router(
     // install the Prometheus recorder before the first request counts anything
     let _ = platform::http::metrics_handle();
     let document = openapi::document(&table, &cfg.public_base_url);
-    let readiness = readiness(&upstreams);
     let gateway = Arc::new(Gateway::new(cfg, table, upstreams, limiter));
     let api = Router::new().fallback(http_api::handle).with_state(gateway);
-    let router = platform::http::router(readiness)
+    let router = Router::new()
         .merge(Router::from(
             SwaggerUi::new("/swagger").external_url_unchecked("/openapi.json", document),
         ))
@@ -211,33 +231,55 @@ fn make_span(req: &http::Request<axum::body::Body>) -> tracing::Span {
     span
 }
 
-/// Ready when every upstream answers its gRPC health check.
+/// Ready while any upstream answers its gRPC health check: a gateway whose one upstream is down
+/// keeps serving the others' routes (answering 503 for the missing one's) rather than leaving the
+/// load balancer, which would take every route down with it. Each upstream that does not answer
+/// is listed by `/readyz` as `degraded`; with none answering the gateway is not ready.
 fn readiness(upstreams: &Upstreams) -> Readiness {
+    let all: Vec<(String, tonic::transport::Channel)> = upstreams.distinct().into_iter().collect();
     let mut readiness = Readiness::new();
-    for (key, channel) in upstreams.distinct() {
+    for (key, channel) in &all {
         // Readiness names are `&'static str`; a handful of upstreams, leaked once at start-up.
         let name: &'static str = Box::leak(format!("upstream {key}").into_boxed_str());
-        readiness = readiness.check(name, move || {
-            let channel = channel.clone();
-            async move {
-                let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-                let resp = client
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
-                let status = resp.into_inner().status;
-                if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                {
-                    Ok(())
-                } else {
-                    Err(format!("health status {status}"))
-                }
-            }
-        });
+        let channel = channel.clone();
+        readiness = readiness.report(name, move || upstream_health(channel.clone()));
     }
-    readiness
+    let all = Arc::new(all);
+    readiness.check("upstreams", move || {
+        let all = all.clone();
+        async move {
+            // all at once: one black-holed upstream must not use up the check's time budget
+            let answers =
+                futures::future::join_all(all.iter().map(|(_, ch)| upstream_health(ch.clone())))
+                    .await;
+            if answers.iter().any(Result::is_ok) {
+                return Ok(());
+            }
+            let failures: Vec<String> = all
+                .iter()
+                .zip(answers)
+                .filter_map(|((key, _), answer)| answer.err().map(|e| format!("{key}: {e}")))
+                .collect();
+            Err(format!("no upstream answers ({})", failures.join("; ")))
+        }
+    })
+}
+
+/// One upstream's gRPC health (`""`, the whole server).
+async fn upstream_health(channel: tonic::transport::Channel) -> Result<(), String> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let resp = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+    let status = resp.into_inner().status;
+    if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        Err(format!("health status {status}"))
+    }
 }
 
 /// Serves HTTP/1 and HTTP/2 (cleartext) on `listener` until shutdown, then lets the requests in
@@ -259,7 +301,7 @@ async fn serve_http(
     use tower::ServiceExt;
 
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "HTTP/JSON listening (/openapi.json, /swagger/, /healthz, /readyz, /metrics)");
+    tracing::info!(%addr, "HTTP/JSON listening (the API, /openapi.json, /swagger/)");
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

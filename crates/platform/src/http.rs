@@ -20,6 +20,9 @@ pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send +
 #[derive(Clone, Default)]
 pub struct Readiness {
     checks: Vec<(&'static str, Check)>,
+    /// Shown by `/readyz` when they fail, but never making it (or health) fail: e.g. the
+    /// gateway's upstreams one by one, as it stays ready while any of them answers.
+    reports: Vec<(&'static str, Check)>,
     /// The pools checked here; `/metrics` reports their usage too.
     pools: Vec<crate::pools::Pool>,
 }
@@ -35,6 +38,16 @@ impl Readiness {
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
         self.checks.push((name, Arc::new(move || Box::pin(f()))));
+        self
+    }
+
+    /// A check whose failure `/readyz` reports (as `degraded`) without failing.
+    pub fn report<F, Fut>(mut self, name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.reports.push((name, Arc::new(move || Box::pin(f()))));
         self
     }
 
@@ -61,8 +74,14 @@ impl Readiness {
 
     /// Runs every check (each bounded to 2 s); the failures, by name.
     pub async fn run(&self) -> Vec<(&'static str, String)> {
+        run_checks(&self.checks).await
+    }
+}
+
+async fn run_checks(checks: &[(&'static str, Check)]) -> Vec<(&'static str, String)> {
+    {
         let mut failed = Vec::new();
-        for (name, check) in &self.checks {
+        for (name, check) in checks {
             match tokio::time::timeout(Duration::from_secs(2), check()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => failed.push((*name, e)),
@@ -119,15 +138,20 @@ pub fn router(readiness: Readiness) -> Router {
 
 async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
     let failed = readiness.run().await;
-    if failed.is_empty() {
-        (StatusCode::OK, "ready".to_owned())
-    } else {
-        let text = failed
-            .iter()
-            .map(|(n, e)| format!("{n}: {e}"))
+    let degraded = run_checks(&readiness.reports).await;
+    let lines = |list: &[(&str, String)], tag: &str| {
+        list.iter()
+            .map(|(n, e)| format!("{tag}{n}: {e}"))
             .collect::<Vec<_>>()
-            .join("\n");
-        (StatusCode::SERVICE_UNAVAILABLE, text)
+    };
+    if failed.is_empty() {
+        let mut text = vec!["ready".to_owned()];
+        text.extend(lines(&degraded, "degraded: "));
+        (StatusCode::OK, text.join("\n"))
+    } else {
+        let mut text = lines(&failed, "");
+        text.extend(lines(&degraded, "degraded: "));
+        (StatusCode::SERVICE_UNAVAILABLE, text.join("\n"))
     }
 }
 

@@ -20,10 +20,13 @@ pub use caller::Caller;
 pub use error::ApiError;
 pub use shutdown::Shutdown;
 
-/// The two listeners of a service: gRPC and the side HTTP port.
+/// The listeners of a service: gRPC and the side HTTP port; the gateway, whose HTTP port is
+/// public, also has a private admin port (`/metrics`, `/readyz`, `/healthz`).
 pub struct Listeners {
     pub grpc: tokio::net::TcpListener,
     pub http: tokio::net::TcpListener,
+    /// `None`: a service with an admin port binds its configured address.
+    pub admin: Option<tokio::net::TcpListener>,
 }
 
 impl Listeners {
@@ -32,6 +35,7 @@ impl Listeners {
         Ok(Self {
             grpc: grpc::bind(&cfg.grpc_addr).await?,
             http: grpc::bind(&cfg.http_addr).await?,
+            admin: None,
         })
     }
 
@@ -40,6 +44,7 @@ impl Listeners {
         Ok(Self {
             grpc: grpc::bind("127.0.0.1:0").await?,
             http: grpc::bind("127.0.0.1:0").await?,
+            admin: Some(grpc::bind("127.0.0.1:0").await?),
         })
     }
 }

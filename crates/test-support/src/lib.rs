@@ -188,6 +188,8 @@ impl Drop for TestRedis {
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The gateway's private admin port (`/metrics`, `/readyz`, `/healthz`); others ignore it.
+    pub admin_addr: Option<SocketAddr>,
     pub shutdown: Shutdown,
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -199,6 +201,14 @@ impl Running {
 
     pub fn http_url(&self) -> String {
         format!("http://{}", self.http_addr)
+    }
+
+    /// The gateway's admin port: `/metrics`, `/readyz`, `/healthz` (its HTTP port is public).
+    pub fn admin_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.admin_addr.expect("spawned with an admin listener")
+        )
     }
 
     /// Triggers shutdown and waits for the service to stop.
@@ -217,11 +227,13 @@ where
     let listeners = Listeners::ephemeral().await.expect("bind ephemeral ports");
     let grpc_addr = listeners.grpc.local_addr().unwrap();
     let http_addr = listeners.http.local_addr().unwrap();
+    let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr().unwrap());
     let shutdown = Shutdown::new();
     let handle = tokio::spawn(run(listeners, shutdown.clone()));
     Running {
         grpc_addr,
         http_addr,
+        admin_addr,
         shutdown,
         handle,
     }

@@ -160,7 +160,13 @@ impl Mesh {
 
     async fn wait_up(&self) {
         for _ in 0..300 {
-            if self.http.get(self.url("/healthz")).send().await.is_ok() {
+            if self
+                .http
+                .get(self.url("/openapi.json"))
+                .send()
+                .await
+                .is_ok()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -616,18 +622,27 @@ async fn openapi_swagger_health_and_metrics_are_served() {
         .await
         .unwrap();
     assert!(init.contains("/openapi.json"), "{init}");
+    // the public port serves the API and its documents only
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let resp = m.http.get(m.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "public {path}");
+    }
+    let admin = |path: &str| format!("{}{path}", m.gateway.admin_url());
     assert_eq!(
-        m.http.get(m.url("/healthz")).send().await.unwrap().status(),
+        m.http.get(admin("/healthz")).send().await.unwrap().status(),
         200
     );
-    // accounts and transfers are down in this mesh: not ready, and it says which
-    let resp = m.http.get(m.url("/readyz")).send().await.unwrap();
-    assert_eq!(resp.status(), 503);
-    assert!(resp.text().await.unwrap().contains("upstream accounts"));
+    // accounts and transfers are down in this mesh, auth answers: still ready (their routes
+    // answer 503), and it says which are missing
+    let resp = m.http.get(admin("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("degraded: upstream accounts"), "{text}");
+    assert!(!text.contains("upstream auth"), "{text}");
     let _ = m.send(m.http.get(m.url("/v1/users/bob"))).await;
     let metrics = m
         .http
-        .get(m.url("/metrics"))
+        .get(admin("/metrics"))
         .send()
         .await
         .unwrap()
@@ -649,7 +664,7 @@ async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
 
     // a whole request in time is answered, and the connection stays usable
     let mut ok = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+    ok.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: gw\r\n\r\n")
         .await
         .unwrap();
     let mut buf = [0u8; 512];
@@ -662,7 +677,7 @@ async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
 
     // half the headers, then nothing: closed soon after the timeout, without an answer
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n")
+    slow.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: gw\r\n")
         .await
         .unwrap();
     let started = std::time::Instant::now();
@@ -687,7 +702,7 @@ async fn cors_answers_only_the_configured_origins() {
     let m = Mesh::start(|_| {}).await;
     let resp = m
         .http
-        .get(m.url("/healthz"))
+        .get(m.url("/openapi.json"))
         .header("origin", "https://app.example.com")
         .send()
         .await
@@ -724,7 +739,7 @@ async fn cors_answers_only_the_configured_origins() {
     let (status, headers, _) = m
         .send(
             m.http
-                .get(m.url("/healthz"))
+                .get(m.url("/openapi.json"))
                 .header("origin", "https://app.example.com"),
         )
         .await;
@@ -735,7 +750,7 @@ async fn cors_answers_only_the_configured_origins() {
     );
     let resp = m
         .http
-        .get(m.url("/healthz"))
+        .get(m.url("/openapi.json"))
         .header("origin", "https://evil.example.net")
         .send()
         .await
@@ -752,6 +767,7 @@ async fn an_origin_that_is_not_an_origin_stops_start_up() {
     let listeners = platform::Listeners {
         grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: None,
     };
     let err = edge_gateway::startup::run(cfg, listeners, platform::Shutdown::new())
         .await
@@ -759,5 +775,37 @@ async fn an_origin_that_is_not_an_origin_stops_start_up() {
     assert!(
         format!("{err:#}").contains("cors_allowed_origins"),
         "{err:#}"
+    );
+}
+
+#[tokio::test]
+async fn with_no_upstream_answering_the_gateway_is_not_ready_over_http_and_grpc() {
+    let m = Mesh::start(|c| {
+        let auth = c.upstreams["accounts"].clone(); // the closed port
+        c.upstreams.insert("auth".into(), auth);
+    })
+    .await;
+    let resp = m
+        .http
+        .get(format!("{}/readyz", m.gateway.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.text().await.unwrap().contains("no upstream answers"));
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        test_support::channel(m.gateway.grpc_addr).await,
+    );
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: proto::service_names::AUTH.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
     );
 }

@@ -134,7 +134,8 @@ impl Mesh {
         cfg.limits.request_timeout_ms = 30_000;
         cfg.rate_limit.per_ip_per_minute = 0;
         let gateway = test_support::spawn(move |l, s| edge_gateway::startup::run(cfg, l, s)).await;
-        wait_ready(&gateway).await;
+        // the gateway's /readyz is on its private admin port, not the public HTTP one
+        wait_ready_at(&gateway.admin_url()).await;
         gateway
     }
 
@@ -163,16 +164,21 @@ impl Mesh {
 
 /// Waits (generously: the machine is shared) until `/readyz` answers 200.
 pub async fn wait_ready(svc: &Running) {
+    wait_ready_at(&svc.http_url()).await
+}
+
+/// [`wait_ready`] for the HTTP port at `base` (`http://host:port`).
+pub async fn wait_ready_at(base: &str) {
     let http = reqwest::Client::new();
     for _ in 0..300 {
-        if let Ok(r) = http.get(format!("{}/readyz", svc.http_url())).send().await
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
             && r.status().is_success()
         {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{} did not become ready", svc.http_url());
+    panic!("{base} did not become ready");
 }
 
 /// One sample of a scrape.
