@@ -684,109 +684,90 @@ fn write_table(out: &mut String, table: &Table) -> fmt::Result {
             cell(column.comment.as_deref().unwrap_or_default())
         )?;
     }
-    if !table.constraints.is_empty() {
-        writeln!(out)?;
-        writeln!(out, "Constraints:")?;
-        writeln!(out)?;
-        let commented = table.constraints.iter().any(|c| c.comment.is_some());
-        write_header(out, &["name", "kind", "definition"], commented)?;
-        for constraint in &table.constraints {
-            write_row(
-                out,
-                &[
-                    code(&constraint.name),
-                    constraint.kind.clone(),
-                    code(&constraint.definition),
-                ],
-                commented.then_some(constraint.comment.as_deref().unwrap_or_default()),
-            )?;
-        }
+    let constraints = table.constraints.iter().map(|c| {
+        let cells = vec![code(&c.name), c.kind.clone(), code(&c.definition)];
+        (cells, c.comment.as_deref())
+    });
+    write_list(
+        out,
+        "Constraints",
+        &["name", "kind", "definition"],
+        constraints,
+    )?;
+    let indexes = table.indexes.iter().map(|i| {
+        let unique = if i.unique { "unique" } else { "" }.to_owned();
+        (
+            vec![code(&i.name), unique, code(&i.definition)],
+            i.comment.as_deref(),
+        )
+    });
+    write_list(
+        out,
+        "Indexes (besides those of the primary key and unique constraints)",
+        &["name", "unique", "definition"],
+        indexes,
+    )?;
+    let foreign_keys = table.foreign_keys.iter().map(|k| {
+        let target = format!("{}.{}", k.referenced_schema, k.referenced_table);
+        let references = format!(
+            "[{}](#{}) {}",
+            code(&target),
+            anchor(&k.referenced_schema, &k.referenced_table),
+            code(&format!("({})", k.referenced_columns.join(", ")))
+        );
+        let cells = vec![
+            code(&k.name),
+            code(&k.columns.join(", ")),
+            references,
+            k.on_delete.clone(),
+            k.on_update.clone(),
+        ];
+        (cells, k.comment.as_deref())
+    });
+    write_list(
+        out,
+        "Foreign keys",
+        &["name", "columns", "references", "on delete", "on update"],
+        foreign_keys,
+    )?;
+    let triggers = table.triggers.iter().map(|t| {
+        (
+            vec![code(&t.name), code(&t.definition)],
+            t.comment.as_deref(),
+        )
+    });
+    write_list(out, "Triggers", &["name", "definition"], triggers)
+}
+
+/// A titled Markdown table of `rows` (cells, comment); nothing when there are none. The comment
+/// column appears only when a row has a comment.
+fn write_list<'a>(
+    out: &mut String,
+    title: &str,
+    headers: &[&str],
+    rows: impl Iterator<Item = (Vec<String>, Option<&'a str>)>,
+) -> fmt::Result {
+    let rows: Vec<_> = rows.collect();
+    if rows.is_empty() {
+        return Ok(());
     }
-    if !table.indexes.is_empty() {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "Indexes (besides those of the primary key and unique constraints):"
-        )?;
-        writeln!(out)?;
-        let commented = table.indexes.iter().any(|i| i.comment.is_some());
-        write_header(out, &["name", "unique", "definition"], commented)?;
-        for index in &table.indexes {
-            write_row(
-                out,
-                &[
-                    code(&index.name),
-                    if index.unique { "unique" } else { "" }.to_owned(),
-                    code(&index.definition),
-                ],
-                commented.then_some(index.comment.as_deref().unwrap_or_default()),
-            )?;
-        }
+    let commented = rows.iter().any(|(_, comment)| comment.is_some());
+    let mut headers = headers.to_vec();
+    if commented {
+        headers.push("comment");
     }
-    if !table.foreign_keys.is_empty() {
-        writeln!(out)?;
-        writeln!(out, "Foreign keys:")?;
-        writeln!(out)?;
-        let commented = table.foreign_keys.iter().any(|f| f.comment.is_some());
-        write_header(
-            out,
-            &["name", "columns", "references", "on delete", "on update"],
-            commented,
-        )?;
-        for key in &table.foreign_keys {
-            write_row(
-                out,
-                &[
-                    code(&key.name),
-                    code(&key.columns.join(", ")),
-                    format!(
-                        "[{}]({}) {}",
-                        code(&format!(
-                            "{}.{}",
-                            key.referenced_schema, key.referenced_table
-                        )),
-                        format_args!("#{}", anchor(&key.referenced_schema, &key.referenced_table)),
-                        code(&format!("({})", key.referenced_columns.join(", ")))
-                    ),
-                    key.on_delete.clone(),
-                    key.on_update.clone(),
-                ],
-                commented.then_some(key.comment.as_deref().unwrap_or_default()),
-            )?;
+    writeln!(out)?;
+    writeln!(out, "{title}:")?;
+    writeln!(out)?;
+    writeln!(out, "| {} |", headers.join(" | "))?;
+    writeln!(out, "|{}", "---|".repeat(headers.len()))?;
+    for (mut cells, comment) in rows {
+        if commented {
+            cells.push(cell(comment.unwrap_or_default()));
         }
-    }
-    if !table.triggers.is_empty() {
-        writeln!(out)?;
-        writeln!(out, "Triggers:")?;
-        writeln!(out)?;
-        let commented = table.triggers.iter().any(|t| t.comment.is_some());
-        write_header(out, &["name", "definition"], commented)?;
-        for trigger in &table.triggers {
-            write_row(
-                out,
-                &[code(&trigger.name), code(&trigger.definition)],
-                commented.then_some(trigger.comment.as_deref().unwrap_or_default()),
-            )?;
-        }
+        writeln!(out, "| {} |", cells.join(" | "))?;
     }
     Ok(())
-}
-
-fn write_header(out: &mut String, names: &[&str], commented: bool) -> fmt::Result {
-    let mut names = names.to_vec();
-    if commented {
-        names.push("comment");
-    }
-    writeln!(out, "| {} |", names.join(" | "))?;
-    writeln!(out, "|{}", "---|".repeat(names.len()))
-}
-
-fn write_row(out: &mut String, cells: &[String], comment: Option<&str>) -> fmt::Result {
-    let mut cells = cells.to_vec();
-    if let Some(comment) = comment {
-        cells.push(cell(comment));
-    }
-    writeln!(out, "| {} |", cells.join(" | "))
 }
 
 fn write_function(out: &mut String, function: &Function) -> fmt::Result {
@@ -870,79 +851,86 @@ fn write_diagram(out: &mut String, schema: &Schema) -> fmt::Result {
     writeln!(out, "```mermaid")?;
     writeln!(out, "erDiagram")?;
     for table in &schema.tables {
-        let primary: BTreeSet<&str> = table
-            .constraints
-            .iter()
-            .filter(|c| c.kind == "primary key")
-            .flat_map(|c| c.columns.iter().map(String::as_str))
-            .collect();
-        let foreign: BTreeSet<&str> = table
-            .foreign_keys
-            .iter()
-            .flat_map(|k| k.columns.iter().map(String::as_str))
-            .collect();
-        // UK only for a column unique on its own: one of a unique pair is not
-        let unique: BTreeSet<&str> = table
-            .constraints
-            .iter()
-            .filter(|c| c.kind == "unique")
-            .filter_map(|c| match c.columns.as_slice() {
-                [column] => Some(column.as_str()),
-                _ => None,
-            })
-            .collect();
-        writeln!(out, "    {} {{", mermaid_word(&table.name))?;
-        for column in &table.columns {
-            let name = column.name.as_str();
-            let keys: Vec<&str> = [
-                ("PK", primary.contains(name)),
-                ("FK", foreign.contains(name)),
-                ("UK", unique.contains(name)),
-            ]
-            .into_iter()
-            .filter_map(|(marker, applies)| applies.then_some(marker))
-            .collect();
-            write!(
-                out,
-                "        {} {}",
-                mermaid_type(&column.data_type),
-                mermaid_word(name)
-            )?;
-            if !keys.is_empty() {
-                write!(out, " {}", keys.join(", "))?;
-            }
-            writeln!(out)?;
-        }
-        writeln!(out, "    }}")?;
+        write_entity(out, table)?;
     }
     for table in &schema.tables {
         for key in &table.foreign_keys {
-            let parent = if key.referenced_schema == schema.name {
-                mermaid_word(&key.referenced_table)
-            } else {
-                mermaid_word(&format!(
-                    "{}_{}",
-                    key.referenced_schema, key.referenced_table
-                ))
-            };
-            let all_not_null = key
-                .columns
-                .iter()
-                .all(|name| table.columns.iter().any(|c| &c.name == name && c.not_null));
-            let child_unique = table.unique_column_sets.iter().any(|set| {
-                set.len() == key.columns.len() && set.iter().all(|c| key.columns.contains(c))
-            });
-            writeln!(
-                out,
-                "    {parent} {}--{} {} : \"{}\"",
-                if all_not_null { "||" } else { "|o" },
-                if child_unique { "o|" } else { "o{" },
-                mermaid_word(&table.name),
-                key.columns.join(", ").replace('"', "'")
-            )?;
+            write_relationship(out, &schema.name, table, key)?;
         }
     }
     writeln!(out, "```")
+}
+
+/// A table as an entity: each column's type and name, with PK, FK and UK (unique on its own).
+fn write_entity(out: &mut String, table: &Table) -> fmt::Result {
+    let of_kind = |kind: &'static str| {
+        table
+            .constraints
+            .iter()
+            .filter(move |c| c.kind == kind)
+            .map(|c| c.columns.as_slice())
+    };
+    let primary: BTreeSet<&String> = of_kind("primary key").flatten().collect();
+    let unique: BTreeSet<&String> = of_kind("unique")
+        .filter_map(|columns| match columns {
+            [column] => Some(column),
+            _ => None,
+        })
+        .collect();
+    let foreign: BTreeSet<&String> = table.foreign_keys.iter().flat_map(|k| &k.columns).collect();
+    writeln!(out, "    {} {{", mermaid_word(&table.name))?;
+    for column in &table.columns {
+        write!(
+            out,
+            "        {} {}",
+            mermaid_type(&column.data_type),
+            mermaid_word(&column.name)
+        )?;
+        let keys: Vec<&str> = [("PK", &primary), ("FK", &foreign), ("UK", &unique)]
+            .into_iter()
+            .filter(|(_, columns)| columns.contains(&column.name))
+            .map(|(marker, _)| marker)
+            .collect();
+        if !keys.is_empty() {
+            write!(out, " {}", keys.join(", "))?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "    }}")
+}
+
+/// A foreign key as `parent ||--o{ child : "columns"`: exactly one parent when the columns are
+/// NOT NULL (else zero or one), at most one child when they are unique (else any number).
+fn write_relationship(
+    out: &mut String,
+    schema: &str,
+    table: &Table,
+    key: &ForeignKey,
+) -> fmt::Result {
+    let parent = if key.referenced_schema == schema {
+        mermaid_word(&key.referenced_table)
+    } else {
+        mermaid_word(&format!(
+            "{}_{}",
+            key.referenced_schema, key.referenced_table
+        ))
+    };
+    let all_not_null = key
+        .columns
+        .iter()
+        .all(|name| table.columns.iter().any(|c| &c.name == name && c.not_null));
+    let child_unique = table
+        .unique_column_sets
+        .iter()
+        .any(|set| set.len() == key.columns.len() && set.iter().all(|c| key.columns.contains(c)));
+    writeln!(
+        out,
+        "    {parent} {}--{} {} : \"{}\"",
+        if all_not_null { "||" } else { "|o" },
+        if child_unique { "o|" } else { "o{" },
+        mermaid_word(&table.name),
+        key.columns.join(", ").replace('"', "'")
+    )
 }
 
 /// A column type as Mermaid accepts it: a letter, then letters, digits, `_`, `-`, `()` or `[]`.
