@@ -116,11 +116,29 @@ call "$BASE_URL/v1/accounts/$ACCOUNT/transfers?page_size=10" -H "authorization: 
 call "$BASE_URL/v1/accounts/$ACCOUNT/entries" -H "authorization: Bearer $TOKEN"
 [[ $(jq -r '.entries[0].balance_after' <<<"$LAST") == 7500 ]] || fail "balance after is not 7500"
 
-step "10. Renew the tokens"
+step "10. Hold 30.00 USD (a card authorisation), then capture 12.50 of it; the rest is released"
+BEFORE_HOLD=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
+call -X POST "$BASE_URL/v1/transfers" -H "$JSON" -H "authorization: Bearer $TOKEN" \
+  -H "idempotency-key: hold-$S" \
+  -d "{\"from_account_id\": \"$ACCOUNT\", \"to_account_id\": \"$BOB_ACCOUNT\", \"amount\": \"3000\", \"currency\": \"USD\", \"pending\": true, \"hold_timeout_secs\": 3600}"
+HOLD_ID=$(jq -r .transfer.id <<<"$LAST")
+[[ $(jq -r .transfer.status <<<"$LAST") == TRANSFER_STATUS_PENDING ]] || fail "the hold is not pending"
+call "$BASE_URL/v1/accounts/$ACCOUNT" -H "authorization: Bearer $TOKEN"
+[[ $(jq -r .available_balance <<<"$LAST") == 4500 ]] || fail "available balance is not 7500 - 3000"
+call -X POST "$BASE_URL/v1/transfers/$HOLD_ID:post" -H "$JSON" -H "authorization: Bearer $TOKEN" \
+  -H "idempotency-key: capture-$S" -d '{"amount": "1250"}'
+[[ $(jq -r .transfer.hold_id <<<"$LAST") == "$HOLD_ID" ]] || fail "the post does not name its hold"
+call "$BASE_URL/v1/accounts/$ACCOUNT" -H "authorization: Bearer $TOKEN"
+[[ $(jq -r .balance <<<"$LAST") == 6250 && $(jq -r .available_balance <<<"$LAST") == 6250 ]] \
+  || fail "after the capture the balance is not 6250 with nothing held"
+call "$BASE_URL/v1/accounts/$ACCOUNT/balance?as_of=$BEFORE_HOLD" -H "authorization: Bearer $TOKEN"
+[[ $(jq -r .balance <<<"$LAST") == 7500 ]] || fail "the balance before the hold is not 7500"
+
+step "11. Renew the tokens"
 call -X POST "$BASE_URL/v1/tokens:renew" -H "$JSON" -d "{\"refresh_token\": \"$REFRESH\"}"
 TOKEN=$(jq -r .access_token <<<"$LAST")
 
-step "11. Log out"
+step "12. Log out"
 call -X DELETE "$BASE_URL/v1/sessions/current" -H "authorization: Bearer $TOKEN"
 
 step "An error looks like this (no token)"
