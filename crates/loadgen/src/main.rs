@@ -18,7 +18,7 @@ use proto::{
         auth_service_client::AuthServiceClient,
     },
     transfers::v1::{
-        CreateTransferRequest, DepositRequest, ReconcileRequest,
+        CreateTransferRequest, DepositRequest, PostTransferRequest, ReconcileRequest,
         transfers_service_client::TransfersServiceClient,
     },
 };
@@ -42,6 +42,9 @@ enum Mode {
     Uniform,
     /// Every transfer touches account 0 (half from it, half to it).
     Hot,
+    /// As `hot`, but each transfer is two-phase: a hold, then its post (capture) for the whole
+    /// amount. One completed pair counts as one transfer; its latency is both calls. gRPC only.
+    HotHoldPost,
 }
 
 #[derive(Parser, Debug)]
@@ -106,6 +109,14 @@ fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
         format!("Bearer {token}").parse().expect("ascii token"),
     );
     r
+}
+
+/// A fresh idempotency key on a request, as a real client sends with every money movement.
+fn with_new_key<T>(mut req: tonic::Request<T>) -> tonic::Request<T> {
+    let key = uuid::Uuid::new_v4().to_string();
+    req.metadata_mut()
+        .insert("idempotency-key", key.parse().expect("uuid"));
+    req
 }
 
 fn reason(status: &tonic::Status) -> String {
@@ -265,6 +276,45 @@ enum Client {
 }
 
 impl Client {
+    /// A hold of `amount` from `from` to `to`, then its post for the whole amount, each with an
+    /// idempotency key as a real client would send.
+    async fn hold_then_post(
+        &mut self,
+        from: &Party,
+        to: &Party,
+        amount: i64,
+    ) -> Result<(), String> {
+        let Client::Grpc(c) = self else {
+            return Err("hot-hold-post runs over gRPC only".into());
+        };
+        let hold = c
+            .create_transfer(with_new_key(bearer(
+                CreateTransferRequest {
+                    from_account_id: from.account_id,
+                    to_account_id: to.account_id,
+                    amount,
+                    currency: "USD".into(),
+                    pending: true,
+                    ..Default::default()
+                },
+                &from.token,
+            )))
+            .await
+            .map_err(|s| format!("hold/{}", reason(&s)))?
+            .into_inner();
+        let id = hold.transfer.map(|t| t.id).unwrap_or_default();
+        c.post_transfer(with_new_key(bearer(
+            PostTransferRequest {
+                id,
+                ..Default::default()
+            },
+            &from.token,
+        )))
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("post/{}", reason(&s)))
+    }
+
     async fn transfer(&mut self, from: &Party, to: &Party, amount: i64) -> Result<(), String> {
         let key = uuid::Uuid::new_v4().to_string();
         match self {
@@ -367,7 +417,7 @@ async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outc
                             let b = (a + rng.random_range(1..n)) % n;
                             (a, b)
                         }
-                        Mode::Hot => {
+                        Mode::Hot | Mode::HotHoldPost => {
                             let other = rng.random_range(1..n);
                             if rng.random_bool(0.5) {
                                 (0, other)
@@ -379,7 +429,13 @@ async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outc
                     (a, b, rng.random_range(1..=100))
                 };
                 let t0 = Instant::now();
-                let result = client.transfer(&parties[a], &parties[b], amount).await;
+                let result = if mode == Mode::HotHoldPost {
+                    client
+                        .hold_then_post(&parties[a], &parties[b], amount)
+                        .await
+                } else {
+                    client.transfer(&parties[a], &parties[b], amount).await
+                };
                 out.latencies_us.push(t0.elapsed().as_micros() as u64);
                 if let Err(e) = result {
                     *out.errors.entry(e).or_default() += 1;

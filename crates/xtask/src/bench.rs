@@ -63,7 +63,7 @@ enum Kind {
     },
 }
 
-const SCENARIOS: [(&str, Kind); 10] = [
+const SCENARIOS: [(&str, Kind); 11] = [
     (
         "ours grpc-direct uniform",
         Kind::Loadgen {
@@ -93,6 +93,14 @@ const SCENARIOS: [(&str, Kind); 10] = [
         Kind::Loadgen {
             target: "grpc-direct",
             mode: "hot",
+            hold: false,
+        },
+    ),
+    (
+        "ours grpc-direct hot, hold then post",
+        Kind::Loadgen {
+            target: "grpc-direct",
+            mode: "hot-hold-post",
             hold: false,
         },
     ),
@@ -501,6 +509,13 @@ fn print_table(
             "ours hot: holding ÷ not holding conflicting batches",
             ratio(
                 tps("ours grpc-direct hot, holding"),
+                tps("ours grpc-direct hot"),
+            ),
+        ),
+        (
+            "hot: hold-then-post pairs ÷ transfers (gRPC direct)",
+            ratio(
+                tps("ours grpc-direct hot, hold then post"),
                 tps("ours grpc-direct hot"),
             ),
         ),
