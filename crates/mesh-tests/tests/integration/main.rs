@@ -11,7 +11,9 @@
 //!   subscriber, the trace exporter and the metrics recorder are one per process;
 //! - `dashboard`, `config_docs`: the Grafana dashboard and docs/configuration.md stay true to the
 //!   code;
-//! - `house_rules`: no service crate links another.
+//! - `house_rules`: no service crate links another;
+//! - `tls`: the mesh against a TLS-only PostgreSQL and a TLS Redis (throwaway servers the test
+//!   starts), a wrong CA refused at start-up, health following the database.
 
 mod support;
 
@@ -23,4 +25,5 @@ mod journey;
 mod logs;
 mod mailer_end_to_end;
 mod metrics;
+mod tls;
 mod tracing;
