@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The gateway against the whole running mesh: start `cargo xtask up` in the background, wait until
-# the gateway is ready, validate /openapi.json with openapi-spec-validator, render Swagger UI in
+# the gateway is ready (its admin port, 8085), check that /metrics, /readyz and /healthz answer only
+# there (404 on the public 8080) and that each service's gRPC health is SERVING, validate /openapi.json with openapi-spec-validator, render Swagger UI in
 # headless Chromium (DOM and screenshot under target/gateway-check/), list the gRPC door with
 # grpcurl, run the README walkthrough (scripts/walkthrough.sh), then stop the mesh with SIGTERM and
 # require a clean exit.
@@ -10,11 +11,13 @@ cd "$(dirname "$0")/../.."
 OUT=target/gateway-check
 mkdir -p "$OUT"
 BASE_URL=${BASE_URL:-http://127.0.0.1:8080}
+# the gateway's /metrics, /readyz and /healthz: a private port, never behind the ingress
+ADMIN_URL=${ADMIN_URL:-http://127.0.0.1:8085}
 export BASE_URL
 
 # `cargo xtask up` refuses taken ports too, but the readiness loop below could reach another mesh's
 # gateway before xtask has built and refused, so this script looks first.
-for port in 8080 9090 50051 50052 50053 8081 8082 8083 8084; do
+for port in 8080 8085 9090 50051 50052 50053 8081 8082 8083 8084; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use: stop the running mesh first" >&2
     exit 1
@@ -34,7 +37,7 @@ trap stop_mesh EXIT
 
 # building five binaries on a cold cache takes a while
 for i in $(seq 1 900); do
-  if curl -fsS -o /dev/null "$BASE_URL/readyz" 2>/dev/null; then break; fi
+  if curl -fsS -o /dev/null "$ADMIN_URL/readyz" 2>/dev/null; then break; fi
   if ! kill -0 "$MESH" 2>/dev/null; then
     echo "the mesh exited during start-up:" >&2
     tail -50 "$OUT/mesh.log" >&2
@@ -48,6 +51,21 @@ for i in $(seq 1 900); do
   sleep 1
 done
 echo "-- mesh ready"
+
+echo "-- admin endpoints only on the admin port"
+for path in /metrics /readyz /healthz; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$BASE_URL$path")
+  [ "$code" = 404 ] || { echo "public $BASE_URL$path answered $code, not 404" >&2; exit 1; }
+  curl -fsS -o /dev/null "$ADMIN_URL$path" || { echo "admin $ADMIN_URL$path does not answer" >&2; exit 1; }
+done
+METRICS=$(curl -fsS "$ADMIN_URL/metrics")
+grep -q '^# TYPE' <<<"$METRICS" || { echo "admin /metrics is not Prometheus text" >&2; exit 1; }
+# the gRPC health of the services follows their readiness (database, Redis)
+for port in 50051 50052 50053; do
+  HEALTH=$(grpcurl -plaintext 127.0.0.1:$port grpc.health.v1.Health/Check)
+  grep -q '"SERVING"' <<<"$HEALTH" ||
+    { echo "gRPC health of :$port is not SERVING" >&2; exit 1; }
+done
 
 echo "-- OpenAPI document"
 curl -fsS "$BASE_URL/openapi.json" -o "$OUT/openapi.json"

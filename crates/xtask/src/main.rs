@@ -50,7 +50,8 @@ const SERVICES: [(&str, &str); 5] = [
     ("accounts", "http://127.0.0.1:8082/readyz"),
     ("transfers", "http://127.0.0.1:8083/readyz"),
     ("mailer", "http://127.0.0.1:8084/readyz"),
-    ("edge-gateway", "http://127.0.0.1:8080/healthz"),
+    // the gateway's health is on its private admin port (the public 8080 serves only the API)
+    ("edge-gateway", "http://127.0.0.1:8085/healthz"),
 ];
 
 fn database_url() -> String {

@@ -18,7 +18,7 @@ pub struct Listener<'a> {
 }
 
 /// Every address the five services of `cargo xtask up` listen on.
-pub const MESH: [Listener<'static>; 9] = [
+pub const MESH: [Listener<'static>; 10] = [
     listener("auth", "gRPC", "0.0.0.0:50051"),
     listener("auth", "side HTTP", "0.0.0.0:8081"),
     listener("accounts", "gRPC", "0.0.0.0:50052"),
@@ -28,6 +28,7 @@ pub const MESH: [Listener<'static>; 9] = [
     listener("mailer", "side HTTP", "0.0.0.0:8084"),
     listener("edge-gateway", "public HTTP", "0.0.0.0:8080"),
     listener("edge-gateway", "public gRPC", "0.0.0.0:9090"),
+    listener("edge-gateway", "admin HTTP", "0.0.0.0:8085"),
 ];
 
 pub const fn listener<'a>(service: &'a str, role: &'a str, addr: &'a str) -> Listener<'a> {
