@@ -77,7 +77,12 @@ pub async fn main() -> anyhow::Result<()> {
                 other => anyhow::anyhow!(platform::ApiError::from(other).message),
             })?;
             pool.close().await;
-            println!("created {} {} <{}>", user.role, user.username, user.email);
+            println!(
+                "created {} {} <{}>",
+                user.role.as_str(),
+                user.username,
+                user.email
+            );
             Ok(())
         }
     }

@@ -1,6 +1,5 @@
 //! gRPC handlers: extract → call the domain → map the result. Nothing else lives here.
 
-use chrono::{DateTime, Utc};
 use platform::{
     ApiError, Caller,
     caller::{RpcResult, authenticate, client_ip, user_agent},
@@ -63,9 +62,9 @@ impl AuthService for AuthApi {
             user: Some(user_pb(&user)),
             session_id: t.session_id.to_string(),
             access_token: t.access_token,
-            access_token_expires_at: Some(ts(t.access_expires_at)),
+            access_token_expires_at: Some(proto::timestamp(t.access_expires_at)),
             refresh_token: t.refresh_token,
-            refresh_token_expires_at: Some(ts(t.refresh_expires_at)),
+            refresh_token_expires_at: Some(proto::timestamp(t.refresh_expires_at)),
         })
     }
 
@@ -86,9 +85,9 @@ impl AuthService for AuthApi {
         } = sessions::renew(&self.auth, &r.refresh_token).await?;
         ok(pb::RenewAccessTokenResponse {
             access_token,
-            access_token_expires_at: Some(ts(access_expires_at)),
+            access_token_expires_at: Some(proto::timestamp(access_expires_at)),
             refresh_token,
-            refresh_token_expires_at: Some(ts(refresh_expires_at)),
+            refresh_token_expires_at: Some(proto::timestamp(refresh_expires_at)),
             session_id: session_id.to_string(),
         })
     }
@@ -167,14 +166,7 @@ fn user_pb(u: &User) -> pb::User {
             Role::Banker => pb::Role::Banker,
         } as i32,
         email_verified: u.email_verified,
-        password_changed_at: Some(ts(u.password_changed_at)),
-        created_at: Some(ts(u.created_at)),
-    }
-}
-
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+        password_changed_at: Some(proto::timestamp(u.password_changed_at)),
+        created_at: Some(proto::timestamp(u.created_at)),
     }
 }

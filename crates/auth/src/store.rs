@@ -17,7 +17,8 @@ pub struct User {
     pub full_name: String,
     pub email: String,
     pub hashed_password: String,
-    pub role: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
     pub email_verified: bool,
     pub password_changed_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
@@ -25,8 +26,7 @@ pub struct User {
 
 impl User {
     pub fn role(&self) -> Role {
-        // the CHECK constraint allows only these two
-        Role::parse(&self.role).unwrap_or(Role::Depositor)
+        self.role
     }
 }
 
@@ -359,7 +359,8 @@ pub struct RefreshLookup {
     pub blocked: bool,
     pub expires_at: DateTime<Utc>,
     pub username: String,
-    pub role: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
     pub email_verified: bool,
 }
 

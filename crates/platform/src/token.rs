@@ -46,6 +46,16 @@ impl Role {
     }
 }
 
+/// `auth.users.role` decoded as an enum (`#[sqlx(try_from = "String")]`): a value the CHECK
+/// constraint would not allow is an error, never silently a depositor.
+impl TryFrom<String> for Role {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Role::parse(&value).ok_or_else(|| format!("unknown role `{value}`"))
+    }
+}
+
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {

@@ -129,7 +129,7 @@ pub async fn renew(auth: &Auth, refresh_token: &str) -> Result<Issued, AuthError
         .await?;
     tx.commit().await?;
 
-    let role = Role::parse(&found.role).unwrap_or(Role::Depositor);
+    let role = found.role;
     let (access_token, access_expires_at) = access(
         auth,
         &found.username,
