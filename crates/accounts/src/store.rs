@@ -1,10 +1,8 @@
 //! The accounts service's SQL, one function per statement. The read of one account is shared
 //! with the transfers service: `ledger_model::store::get_account`.
 
-use ledger_model::Account;
+use ledger_model::{Account, AccountId, AccountKind, AccountStatus, Currency, PageSize, PageToken};
 use sqlx::PgPool;
-
-use crate::domain::{AccountId, AccountKind, AccountStatus, Currency, PageSize, PageToken};
 
 /// Opens a customer account; `None` when the owner already has one in this currency.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "accounts.create", otel.kind = "client", db.system = "postgresql"))]

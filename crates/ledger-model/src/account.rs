@@ -87,8 +87,7 @@ pub struct Account {
 
 impl Account {
     /// The columns of [`Account`], in order, for `SELECT`/`RETURNING`.
-    pub const COLUMNS: &'static str =
-        "id, owner, currency, kind, status, frozen_reason, balance, pending_debits, pending_credits, created_at";
+    pub const COLUMNS: &'static str = "id, owner, currency, kind, status, frozen_reason, balance, pending_debits, pending_credits, created_at";
 
     /// What the account can spend: the posted balance less what holds reserve.
     pub fn available_balance(&self) -> i64 {

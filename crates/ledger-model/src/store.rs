@@ -2,7 +2,7 @@
 
 use sqlx::PgPool;
 
-use crate::{Account, AccountId, Currency};
+use crate::{account::Account, account_id::AccountId, currency::Currency};
 
 /// Reads one account.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "accounts.get", otel.kind = "client", db.system = "postgresql"))]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use platform::Shutdown;
 use sqlx::PgPool;
 
-use crate::{Currencies, store};
+use crate::{currency::Currencies, store};
 
 /// Creates the system account of every configured currency. The database may still be starting
 /// (the pool connects lazily and the service reports not-ready meanwhile), so this retries in the

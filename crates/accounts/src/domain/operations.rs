@@ -3,7 +3,9 @@
 use platform::{ApiError, Caller};
 use sqlx::PgPool;
 
-use super::{Account, AccountId, Currency, Owner, PageSize, PageToken, StatusReason};
+use ledger_model::{Account, AccountId, Currency, PageSize, PageToken};
+
+use super::reason::{Owner, StatusReason};
 use crate::store;
 
 /// The accounts service's operations over its database.

@@ -21,6 +21,7 @@ mod collector_down;
 mod config_docs;
 mod dashboard;
 mod house_rules;
+mod import_cycles;
 mod journey;
 mod logs;
 mod mailer_end_to_end;
