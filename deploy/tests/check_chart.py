@@ -4,8 +4,9 @@
 Usage: check_chart.py [--production] RENDERED.yaml
 
 For every service (auth, accounts, transfers, mailer, edge-gateway): a Deployment whose container
-has liveness and readiness probes (gRPC for the gRPC services, HTTP on /healthz and /readyz for the
-mailer and the gateway), resource requests and limits for CPU and memory, a non-root pod and
+has liveness and readiness probes (gRPC for the gRPC services, whose health follows their /readyz
+checks; HTTP on /healthz and /readyz for the mailer; for the gateway HTTP /healthz on its private
+admin port and gRPC readiness), resource requests and limits for CPU and memory, a non-root pod and
 container securityContext with a read-only root filesystem, no privilege escalation and every
 capability dropped; a Service, an HPA scaling that Deployment, a PDB and a NetworkPolicy selecting
 its pods. Plus: the migration runs as a pre-install/pre-upgrade hook Job, the gateway's upstreams
@@ -29,6 +30,9 @@ GRPC_SERVICES = {
     "transfers": 50053,
 }
 HTTP_PROBED = {"mailer": 8084, "edge-gateway": 8080}
+# The gateway's /metrics, /readyz and /healthz: a port of their own, never public.
+GATEWAY_ADMIN = 8085
+GATEWAY_GRPC = 9090
 SERVICES = [*GRPC_SERVICES, *HTTP_PROBED]
 COMPONENT = "app.kubernetes.io/component"
 
@@ -106,6 +110,17 @@ def check_deployment(c: Checker, name: str, dep: dict) -> None:
                 bool(probe) and (probe.get("grpc") or {}).get("port") == port,
                 f"{name}: {kind} probe is gRPC on {port}",
             )
+    elif name == "edge-gateway":
+        c.check(ports.get("http") == HTTP_PROBED[name], f"{name}: http port {HTTP_PROBED[name]}")
+        c.check(ports.get("admin") == GATEWAY_ADMIN, f"{name}: admin port {GATEWAY_ADMIN}")
+        get = (live or {}).get("httpGet") or {}
+        c.check(get.get("path") == "/healthz" and get.get("port") in ("admin", GATEWAY_ADMIN),
+                f"{name}: liveness probe is HTTP GET /healthz on the admin port")
+        c.check((ready or {}).get("grpc", {}).get("port") == GATEWAY_GRPC,
+                f"{name}: readiness probe is gRPC health on {GATEWAY_GRPC}")
+        env = {e["name"]: e.get("value") for e in ctr.get("env") or []}
+        c.check(env.get("EDGE_GATEWAY_ADMIN_ADDR") == f"0.0.0.0:{GATEWAY_ADMIN}",
+                f"{name}: EDGE_GATEWAY_ADMIN_ADDR set to the admin port")
     else:
         port = HTTP_PROBED[name]
         c.check(ports.get("http") == port, f"{name}: http port {port}")
@@ -186,6 +201,23 @@ def main(argv: list[str]) -> int:
                 c.check(bool(rule.get("from")) and all("podSelector" in f and "namespaceSelector" not in f
                                                       for f in rule["from"]),
                         f"{comp}: gRPC port admits only pods of the release")
+
+    # The gateway's public rule (the one without metricsFrom's peers) never admits the admin port.
+    gw_pol = one(k["NetworkPolicy"], lambda n: n["spec"]["podSelector"]["matchLabels"].get(COMPONENT) == "edge-gateway")
+    if c.check(gw_pol is not None, "edge-gateway: a NetworkPolicy"):
+        rules = gw_pol["spec"].get("ingress") or []
+        public = [r for r in rules if {"grpc", "http"} <= {p.get("port") for p in r.get("ports") or []}]
+        c.check(len(public) == 1 and "admin" not in {p.get("port") for p in public[0]["ports"]},
+                "edge-gateway: the public ports' rule does not admit the admin port")
+        for r in rules:
+            if "admin" in {p.get("port") for p in r.get("ports") or []}:
+                c.check(bool(r.get("from")), "edge-gateway: the admin port only from networkPolicy.metricsFrom")
+    # Scrapes: the gateway's /metrics on its admin port, everyone else's on http.
+    for sm in k["ServiceMonitor"]:
+        comp = sm["metadata"]["labels"].get(COMPONENT)
+        want = "admin" if comp == "edge-gateway" else "http"
+        c.check([e.get("port") for e in sm["spec"]["endpoints"]] == [want],
+                f"{comp}: ServiceMonitor scrapes port {want}")
 
     # The default deny policy covers every pod of the release.
     deny = [n for n in k["NetworkPolicy"] if COMPONENT not in n["spec"]["podSelector"].get("matchLabels", {})]

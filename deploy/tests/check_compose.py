@@ -89,6 +89,8 @@ def main(argv: list[str]) -> int:
         check(not any("PRIVATE_KEY" in k and k.endswith("KEY") for k in env), f"{name}: no inline private key")
     check((services.get("auth", {}).get("environment") or {}).get("AUTH_TOKEN__PRIVATE_KEY_FILE", "").startswith("/keys/"),
           "auth: reads the private key from the keys volume")
+    gw_test = " ".join((services.get("edge-gateway", {}).get("healthcheck") or {}).get("test") or [])
+    check("127.0.0.1:8085/readyz" in gw_test, "edge-gateway: health check on its admin port's /readyz")
     gw_env = services.get("edge-gateway", {}).get("environment") or {}
     for up, port in (("AUTH", 50051), ("ACCOUNTS", 50052), ("TRANSFERS", 50053)):
         check(gw_env.get(f"EDGE_GATEWAY_UPSTREAMS__{up}") == f"http://{up.lower()}:{port}",
