@@ -10,4 +10,4 @@
 \set b (:hot * (1 - :dir) * :other) + ((1 - :hot) * ((:u + :other) % :naccounts))
 \set amount random(1, 100)
 SELECT f.id AS f, t.id AS t, quote_literal(f.owner) AS o FROM bench_accounts f, bench_accounts t WHERE f.idx = :a AND t.idx = :b \gset
-SELECT error, transfer_id FROM ledger.transfer_batch(ARRAY[:o], ARRAY['transfer'], ARRAY[:f]::bigint[], ARRAY[:t]::bigint[], ARRAY[:amount]::bigint[], ARRAY['USD'], 100000000, ARRAY[gen_random_uuid()::text], ARRAY['\x00'::bytea]);
+SELECT error, transfer_id FROM ledger.transfer_batch(ARRAY[:o], ARRAY['transfer'], ARRAY[:f]::bigint[], ARRAY[:t]::bigint[], ARRAY[:amount]::bigint[], ARRAY['USD'], 100000000, ARRAY[gen_random_uuid()::text], ARRAY['\x00'::bytea], ARRAY[false], ARRAY[NULL]::bigint[], ARRAY[NULL]::timestamptz[]);
