@@ -16,8 +16,11 @@ for tool in helm yamllint hadolint docker-compose kubernetes-validate actionlint
 done
 
 CHART=helm/transactions-api
-# Kubernetes versions the rendered manifests must be valid for: the chart's floor and EKS's current.
-KUBE_VERSIONS=(1.30.0 1.33.0)
+# Kubernetes versions the rendered manifests must be valid for: every minor EKS supports on
+# 2026-12-01 (standard 14 months, then extended 12: 1.32 and 1.33 in extended support, 1.34–1.36 in
+# standard; 1.31's extended support ended 2026-11-26). Bump with EKS's calendar
+# (docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html).
+KUBE_VERSIONS=(1.32.0 1.33.0 1.34.0 1.35.0 1.36.0)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 failed=()
@@ -37,7 +40,7 @@ run() {
 
 # --- YAML -----------------------------------------------------------------------------------
 run "yamllint" yamllint --strict -c deploy/yamllint.yaml \
-  docker-compose.yml deploy/compose deploy/yamllint.yaml .github \
+  docker-compose.yml deploy/compose deploy/yamllint.yaml .github deploy/platform deploy/ingress-nginx \
   "$CHART/Chart.yaml" "$CHART/values.yaml" "$CHART/values-production.yaml"
 
 # --- images ---------------------------------------------------------------------------------
@@ -60,9 +63,17 @@ run "helm lint (production values)" helm lint --strict "$CHART" -f "$CHART/value
 mkdir -p "$work/default" "$work/production"
 run "helm template (default values)" \
   sh -c "helm template txn '$CHART' --namespace transactions > '$work/default/manifests.yaml'"
+# the deploy workflow passes the RDS CA bundle with --set-file; a CA made here stands in for it
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=test-ca \
+  -keyout "$work/ca.key" -out "$work/ca.pem" >/dev/null 2>&1
 run "helm template (production values)" \
   sh -c "helm template txn '$CHART' --namespace transactions -f '$CHART/values-production.yaml' \
+    --set-file databaseTLS.caBundle.pem='$work/ca.pem' \
     --set image.tag=0123456789abcdef0123456789abcdef01234567 > '$work/production/manifests.yaml'"
+run "the chart's dashboard is deploy/grafana's" \
+  cmp deploy/grafana/transactions-api.json "$CHART/dashboards/transactions-api.json"
+run "platform bootstrap and ingress-nginx values" \
+  "$VENV_BIN/python" deploy/tests/check_platform.py
 # A test cluster's install: secrets given inline, so the chart makes its own Secret (dummy values).
 mkdir -p "$work/inline"
 run "helm template (inline secrets)" \

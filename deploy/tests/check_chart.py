@@ -269,7 +269,49 @@ def main(argv: list[str]) -> int:
                 "production: the gRPC Ingress uses backend-protocol GRPC")
         c.check(not k["Secret"] or all(s["metadata"]["labels"].get(COMPONENT) == "migrate" for s in k["Secret"]),
                 "production: no chart-made Secret (existing Secrets only)")
-        c.check(len(k["ClusterIssuer"]) == 1, "production: a cert-manager ClusterIssuer")
+        # cluster-wide objects belong to the platform bootstrap (deploy/platform), not the release
+        c.check(not k["ClusterIssuer"], "production: no ClusterIssuer in the app release")
+        # Prometheus Operator scrapes what the ServiceMonitors name; annotations are off
+        sms = k["ServiceMonitor"]
+        c.check({sm["metadata"]["labels"].get(COMPONENT) for sm in sms} == set(SERVICES),
+                "production: a ServiceMonitor per service")
+        c.check(all((sm["metadata"]["labels"] or {}).get("release") for sm in sms),
+                "production: ServiceMonitors carry the label Prometheus selects them by")
+        c.check(not any("prometheus.io/scrape" in (d["spec"]["template"]["metadata"].get("annotations") or {})
+                        for d in deployments), "production: no prometheus.io annotations")
+        # the dashboard for Grafana's sidecar: the same JSON as deploy/grafana
+        dash = one(k["ConfigMap"], lambda m: (m["metadata"].get("labels") or {}).get("grafana_dashboard") == "1")
+        if c.check(dash is not None, "production: the Grafana dashboard ConfigMap"):
+            import json
+            with open("deploy/grafana/transactions-api.json", encoding="utf-8") as f:
+                want = json.load(f)
+            got = json.loads(next(iter(dash["data"].values())))
+            c.check(got == want, "production: the dashboard ConfigMap holds deploy/grafana/transactions-api.json")
+        # TLS to RDS: verify-full with the CA bundle mounted, for every database user and migrate
+        for comp in ("auth", "accounts", "transfers", "migrate"):
+            pod = (one(deployments, lambda d: d["metadata"]["labels"].get(COMPONENT) == comp)
+                   or one(k["Job"], lambda j: j["metadata"]["labels"].get(COMPONENT) == comp))
+            spec = (pod or {}).get("spec", {}).get("template", {}).get("spec", {})
+            ctr = (spec.get("containers") or [{}])[0]
+            env = {e["name"]: e.get("value") for e in ctr.get("env") or []}
+            mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts") or []}
+            c.check(env.get("TXN_DATABASE__SSL_MODE") == "verify-full"
+                    and env.get("TXN_DATABASE__SSL_ROOT_CERT") == "/etc/txn/ca/ca.pem"
+                    and mounts.get("/etc/txn/ca") == "database-ca",
+                    f"production: {comp} verifies the database's certificate (verify-full, CA mounted)")
+        # the client IP: X-Forwarded-For believed only from the ingress pods' subnets
+        gw_cm = one(k["ConfigMap"], lambda m: m["metadata"]["labels"].get(COMPONENT) == "edge-gateway")
+        import ipaddress
+        import json as _json
+        proxies = _json.loads(((gw_cm or {}).get("data") or {}).get("EDGE_GATEWAY_TRUSTED_PROXIES", "[]"))
+        c.check(bool(proxies) and all(ipaddress.ip_network(p).prefixlen >= 22 for p in proxies),
+                f"production: trusted_proxies are the ingress subnets, not the VPC ({proxies})")
+        gw_pol = one(k["NetworkPolicy"], lambda n: n["spec"]["podSelector"]["matchLabels"].get(COMPONENT) == "edge-gateway")
+        public = [r for r in (gw_pol or {}).get("spec", {}).get("ingress") or []
+                  if "grpc" in {p.get("port") for p in r.get("ports") or []}]
+        c.check(len(public) == 1 and bool(public[0].get("from"))
+                and all("namespaceSelector" in f and "podSelector" in f for f in public[0]["from"]),
+                "production: only the ingress controller's pods reach the gateway's public ports")
 
     failed = len(c.failed)
     print(f"chart {'production' if production else 'default'} values: {c.passed} passed, {failed} failed")

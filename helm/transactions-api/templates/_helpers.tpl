@@ -112,3 +112,28 @@ app.kubernetes.io/component: {{ .name }}
 {{- define "txn.containerSecurityContext" -}}
 {{- toYaml .Values.securityContext }}
 {{- end -}}
+
+{{/* TLS to the database: the env vars and the CA bundle mount shared by the services that use the
+database and the migration Job. `cm` is the ConfigMap's name (the Job has a hook copy of its own). */}}
+{{- define "txn.dbTLS.configMap" -}}
+{{- $ca := .Values.databaseTLS.caBundle -}}
+{{- if $ca.existingConfigMap -}}{{ $ca.existingConfigMap }}{{- else if $ca.pem -}}{{ include "txn.fullname" . }}-ca-bundle{{- end -}}
+{{- end }}
+{{- define "txn.dbTLS.env" -}}
+{{- with .Values.databaseTLS.sslMode }}
+- name: TXN_DATABASE__SSL_MODE
+  value: {{ . | quote }}
+{{- end }}
+{{- if include "txn.dbTLS.configMap" . }}
+- name: TXN_DATABASE__SSL_ROOT_CERT
+  value: /etc/txn/ca/ca.pem
+{{- end }}
+{{- end }}
+{{- define "txn.dbTLS.volume" -}}
+- name: database-ca
+  configMap:
+    name: {{ .cm }}
+    items:
+      - key: {{ if .root.Values.databaseTLS.caBundle.existingConfigMap }}{{ .root.Values.databaseTLS.caBundle.key }}{{ else }}ca.pem{{ end }}
+        path: ca.pem
+{{- end }}
