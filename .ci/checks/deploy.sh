@@ -70,6 +70,14 @@ run "helm template (production values)" \
   sh -c "helm template txn '$CHART' --namespace transactions -f '$CHART/values-production.yaml' \
     --set-file databaseTLS.caBundle.pem='$work/ca.pem' \
     --set image.tag=0123456789abcdef0123456789abcdef01234567 > '$work/production/manifests.yaml'"
+# Gateway API instead of the Ingresses (HTTPRoute + GRPCRoute to a platform Gateway)
+mkdir -p "$work/gatewayapi"
+run "helm template (Gateway API routes)" \
+  sh -c "helm template txn '$CHART' --namespace transactions -f '$CHART/values-production.yaml' \
+    --set-file databaseTLS.caBundle.pem='$work/ca.pem' --set ingress.enabled=false \
+    --set gatewayAPI.enabled=true --set 'gatewayAPI.parentRefs[0].name=public' \
+    --set 'gatewayAPI.parentRefs[0].namespace=gateway-system' \
+    --set image.tag=0123456789abcdef0123456789abcdef01234567 > '$work/gatewayapi/manifests.yaml'"
 run "the chart's dashboard is deploy/grafana's" \
   cmp deploy/grafana/transactions-api.json "$CHART/dashboards/transactions-api.json"
 run "platform bootstrap and ingress-nginx values" \
@@ -82,7 +90,7 @@ run "helm template (inline secrets)" \
     --set secrets.redis.url=redis://redis.example:6379 \
     --set secrets.token.publicKey=cHVibGlj --set secrets.token.privateKey=cHJpdmF0ZQ== \
     --set secrets.smtp.username=mailer --set secrets.smtp.password=dummy > '$work/inline/manifests.yaml'"
-for values in default production inline; do
+for values in default production inline gatewayapi; do
   for kv in "${KUBE_VERSIONS[@]}"; do
     # --strict rejects unknown fields; the only kind without a bundled schema is cert-manager's
     # ClusterIssuer (a CRD), which check_chart.py looks at instead.
@@ -94,6 +102,7 @@ run "chart test (default values)" "$VENV_BIN/python" deploy/tests/check_chart.py
 run "chart test (production values)" \
   "$VENV_BIN/python" deploy/tests/check_chart.py --production "$work/production/manifests.yaml"
 run "chart test (inline secrets)" "$VENV_BIN/python" deploy/tests/check_chart.py "$work/inline/manifests.yaml"
+run "chart test (Gateway API routes)" "$VENV_BIN/python" deploy/tests/check_chart.py "$work/gatewayapi/manifests.yaml"
 
 # --- workflows --------------------------------------------------------------------------------
 run "actionlint" actionlint

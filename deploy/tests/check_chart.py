@@ -244,6 +244,15 @@ def main(argv: list[str]) -> int:
         c.check(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False,
                 "migrate: locked-down container")
 
+    # Gateway API routes (when rendered) reach the gateway's public ports, never its admin port.
+    gw_svc = one(services, lambda s: s["metadata"]["labels"].get(COMPONENT) == "edge-gateway")
+    for kind, port in (("HTTPRoute", 8080), ("GRPCRoute", GATEWAY_GRPC)):
+        for route in k[kind]:
+            refs = [b for r in route["spec"]["rules"] for b in r.get("backendRefs") or []]
+            c.check(bool(route["spec"].get("parentRefs")) and bool(refs) and bool(gw_svc)
+                    and all(b["name"] == gw_svc["metadata"]["name"] and b["port"] == port for b in refs),
+                    f"{kind} {route['metadata']['name']}: attached to a Gateway, reaches the gateway on {port}")
+
     c.check(len(k["ServiceAccount"]) >= 1, "a ServiceAccount")
     c.check(bool(k["ConfigMap"]), "a ConfigMap of settings")
 
@@ -269,6 +278,19 @@ def main(argv: list[str]) -> int:
                 "production: the gRPC Ingress uses backend-protocol GRPC")
         c.check(not k["Secret"] or all(s["metadata"]["labels"].get(COMPONENT) == "migrate" for s in k["Secret"]),
                 "production: no chart-made Secret (existing Secrets only)")
+        # every existing Secret is filled by an ExternalSecret, made before the migration hook
+        named = {d.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+                 for dep in [*deployments, *k["Job"]] for ctr in dep["spec"]["template"]["spec"]["containers"]
+                 for d in ctr.get("env") or []} | {
+                 v["secret"]["secretName"] for dep in deployments
+                 for v in dep["spec"]["template"]["spec"].get("volumes") or [] if "secret" in v}
+        named.discard(None)
+        targets = {e["spec"]["target"]["name"] for e in k["ExternalSecret"]}
+        c.check(bool(named) and named <= targets, f"production: an ExternalSecret fills each Secret read ({sorted(named - targets)} missing)")
+        c.check(all("pre-install" in (e["metadata"].get("annotations") or {}).get("helm.sh/hook", "")
+                    and e["spec"]["target"].get("creationPolicy") == "Orphan" for e in k["ExternalSecret"]),
+                "production: ExternalSecrets are pre-install hooks whose Secrets outlive them")
+        c.check(not k["ClusterSecretStore"], "production: no ClusterSecretStore in the app release")
         # cluster-wide objects belong to the platform bootstrap (deploy/platform), not the release
         c.check(not k["ClusterIssuer"], "production: no ClusterIssuer in the app release")
         # Prometheus Operator scrapes what the ServiceMonitors name; annotations are off
