@@ -41,7 +41,8 @@ pub struct Limits {
     pub body_limit_bytes: usize,
     /// Deadline of one call through the gateway (sent upstream as `grpc-timeout`); past it, 504.
     pub request_timeout_ms: u64,
-    /// API requests in flight at once over HTTP; more are answered 503 at once.
+    /// API requests in flight at once over HTTP, counted from when a request's body is complete;
+    /// more are answered 503 at once.
     pub concurrency_limit: usize,
     /// Time a client has to send a request's headers on an HTTP/1 connection (idle keep-alive
     /// connections included); past it the connection is closed, so slow senders cannot hold
@@ -49,6 +50,18 @@ pub struct Limits {
     /// (60 s for AWS ALB and ingress-nginx), or it may send a request on a connection the gateway
     /// is closing.
     pub header_read_timeout_ms: u64,
+    /// Time a client has to send a request's whole body once its headers are in; past it, 408 and
+    /// the connection is closed. No concurrency permit is held while the body arrives, so slow
+    /// bodies cannot starve complete requests.
+    pub body_read_timeout_ms: u64,
+    /// Open HTTP connections one client IP (the TCP peer) may hold; more are closed at once.
+    /// Peers in `trusted_proxies` are not capped: a load balancer's connections carry many clients.
+    pub max_connections_per_ip: usize,
+    /// Largest total size of a request's headers (names, values and their separators); larger is
+    /// 431. Far beyond it (16 KiB more) the connection itself refuses the request head with 431.
+    pub max_header_bytes: usize,
+    /// Requests in flight at once on one HTTP/2 connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -58,6 +71,10 @@ impl Default for Limits {
             request_timeout_ms: 10_000,
             concurrency_limit: 1024,
             header_read_timeout_ms: 75_000,
+            body_read_timeout_ms: 10_000,
+            max_connections_per_ip: 128,
+            max_header_bytes: 16 * 1024,
+            max_streams_per_connection: 100,
         }
     }
 }
@@ -167,6 +184,31 @@ impl platform::config::Validate for Config {
             limits.header_read_timeout_ms,
             1..=600_000,
         )?;
+        // 0 would answer every request with a body 408; a JSON body of 64 KiB needs no minutes
+        ensure_in_range(
+            "limits.body_read_timeout_ms",
+            limits.body_read_timeout_ms,
+            1..=300_000,
+        )?;
+        // 0 would refuse every connection
+        ensure_in_range(
+            "limits.max_connections_per_ip",
+            limits.max_connections_per_ip,
+            1..=100_000,
+        )?;
+        // below 1 KiB a bearer token and the usual headers no longer fit; 1 MiB is far beyond
+        // what any proxy in front forwards
+        ensure_in_range(
+            "limits.max_header_bytes",
+            limits.max_header_bytes,
+            1024..=1024 * 1024,
+        )?;
+        // 0 would refuse every HTTP/2 request
+        ensure_in_range(
+            "limits.max_streams_per_connection",
+            limits.max_streams_per_connection,
+            1..=10_000,
+        )?;
         let rate = &self.rate_limit;
         // an empty bucket would refuse every limited call (per_ip_per_minute = 0 turns it off)
         ensure_in_range("rate_limit.burst", rate.burst, 1..=100_000)?;
@@ -204,7 +246,7 @@ mod tests {
     #[test]
     fn limits_of_zero_are_refused_naming_the_key() {
         type Tweak = fn(&mut Config);
-        let cases: [(&str, Tweak); 7] = [
+        let cases: [(&str, Tweak); 10] = [
             ("upstream_connect_timeout_ms", |c| {
                 c.upstream_connect_timeout_ms = 0
             }),
@@ -217,6 +259,15 @@ mod tests {
             }),
             ("limits.header_read_timeout_ms", |c| {
                 c.limits.header_read_timeout_ms = 0
+            }),
+            ("limits.body_read_timeout_ms", |c| {
+                c.limits.body_read_timeout_ms = 0
+            }),
+            ("limits.max_connections_per_ip", |c| {
+                c.limits.max_connections_per_ip = 0
+            }),
+            ("limits.max_streams_per_connection", |c| {
+                c.limits.max_streams_per_connection = 0
             }),
             ("rate_limit.burst", |c| c.rate_limit.burst = 0),
             ("rate_limit.max_tracked_ips", |c| {
@@ -239,6 +290,8 @@ mod tests {
         );
         let message = refusal(|c| c.limits.body_limit_bytes = 16 * 1024 * 1024 + 1);
         assert!(message.starts_with("limits.body_limit_bytes"), "{message}");
+        let message = refusal(|c| c.limits.max_header_bytes = 1023);
+        assert!(message.starts_with("limits.max_header_bytes"), "{message}");
         let message = refusal(|c| c.rate_limit.max_tracked_ips = 10_000_001);
         assert!(
             message.starts_with("rate_limit.max_tracked_ips"),
@@ -255,6 +308,10 @@ mod tests {
                 request_timeout_ms: 1,
                 concurrency_limit: 1,
                 header_read_timeout_ms: 1,
+                body_read_timeout_ms: 1,
+                max_connections_per_ip: 1,
+                max_header_bytes: 1024,
+                max_streams_per_connection: 1,
             },
             rate_limit: RateLimit {
                 per_ip_per_minute: 0,

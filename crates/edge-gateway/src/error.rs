@@ -85,6 +85,36 @@ impl GatewayError {
         e
     }
 
+    pub fn body_read_timeout() -> Self {
+        let mut e = Self::new(
+            Code::DeadlineExceeded,
+            "body_read_timeout",
+            "the request body did not arrive in time",
+        );
+        e.http = StatusCode::REQUEST_TIMEOUT;
+        e
+    }
+
+    pub fn headers_too_large(limit: usize) -> Self {
+        let mut e = Self::new(
+            Code::InvalidArgument,
+            "headers_too_large",
+            format!("the request headers are larger than {limit} bytes"),
+        );
+        e.http = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        e
+    }
+
+    fn headers_too_large_upstream() -> Self {
+        let mut e = Self::new(
+            Code::InvalidArgument,
+            "headers_too_large",
+            "the request headers are larger than the service accepts",
+        );
+        e.http = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        e
+    }
+
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let mut e = Self::new(
             Code::ResourceExhausted,
@@ -118,6 +148,11 @@ impl GatewayError {
         let details = status.get_error_details();
         let reason = details.error_info().map(|i| i.reason.clone());
         let code = status.code();
+        if reason.is_none() && is_header_limit(status) {
+            // the upstream's HTTP/2 header limit, which tonic reports as Unknown (the HTTP 431
+            // it answered) or as an h2 protocol error: the client's headers, not a failure here
+            return Self::headers_too_large_upstream();
+        }
         let (reason, message) = match (reason, code) {
             (Some(r), _) => (r, status.message().to_owned()),
             // no ErrorInfo: a transport failure or a status we did not produce; do not leak its text
@@ -225,6 +260,19 @@ impl IntoResponse for GatewayError {
     }
 }
 
+/// A status tonic made from an upstream refusing the request's headers: the HTTP 431 an HTTP/2
+/// server answers (mapped to Unknown), or the h2 reset of a header list beyond its limit.
+fn is_header_limit(status: &tonic::Status) -> bool {
+    let message = status.message();
+    match status.code() {
+        Code::Unknown => message.ends_with("HTTP status code 431"),
+        Code::ResourceExhausted | Code::Internal => {
+            message.contains("h2 protocol error") && message.contains("header")
+        }
+        _ => false,
+    }
+}
+
 /// The standard gRPC → HTTP mapping (as grpc-gateway does it).
 pub fn http_status(code: Code) -> StatusCode {
     match code {
@@ -304,6 +352,20 @@ mod tests {
         assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.reason(), "upstream_unavailable");
         assert!(!e.body().to_string().contains("10.0.0.3"));
+    }
+
+    #[test]
+    fn an_upstream_header_limit_is_431_not_500() {
+        let e = GatewayError::from_status(&tonic::Status::unknown(
+            "grpc-status header missing, mapped from HTTP status code 431",
+        ));
+        assert_eq!(e.http_status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(e.reason(), "headers_too_large");
+        // any other HTTP status without a grpc-status stays a server error
+        let e = GatewayError::from_status(&tonic::Status::unknown(
+            "grpc-status header missing, mapped from HTTP status code 418",
+        ));
+        assert_eq!(e.http_status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

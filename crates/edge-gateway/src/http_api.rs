@@ -39,6 +39,7 @@ pub struct Gateway {
     pub rate_limited: HashSet<String>,
     pub in_flight: Semaphore,
     pub body_limit_bytes: usize,
+    pub body_read_timeout: Duration,
     pub request_timeout: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -58,6 +59,7 @@ impl Gateway {
             rate_limited: cfg.rate_limit.methods.iter().cloned().collect(),
             in_flight: Semaphore::new(cfg.limits.concurrency_limit),
             body_limit_bytes: cfg.limits.body_limit_bytes,
+            body_read_timeout: Duration::from_millis(cfg.limits.body_read_timeout_ms),
             request_timeout: Duration::from_millis(cfg.limits.request_timeout_ms),
             trusted_proxies: cfg.trusted_proxies.clone(),
         }
@@ -137,10 +139,6 @@ async fn transcode_and_call(
     req: Request,
     request_id: &str,
 ) -> Result<Vec<u8>, GatewayError> {
-    let _permit = gw
-        .in_flight
-        .try_acquire()
-        .map_err(|_| GatewayError::overloaded())?;
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -154,7 +152,18 @@ async fn transcode_and_call(
     }
     let metadata = client::metadata(req.headers(), ip, request_id);
     let query = req.uri().query().map(str::to_owned);
-    let body = read_body(req.into_body(), gw.body_limit_bytes).await?;
+    // the body has a deadline of its own, and no permit is held while it arrives: a flood of
+    // half-sent bodies costs each sender its connection, never the complete requests a slot
+    let body = tokio::time::timeout(
+        gw.body_read_timeout,
+        read_body(req.into_body(), gw.body_limit_bytes),
+    )
+    .await
+    .map_err(|_| GatewayError::body_read_timeout())??;
+    let _permit = gw
+        .in_flight
+        .try_acquire()
+        .map_err(|_| GatewayError::overloaded())?;
 
     let input = route.rpc.input();
     let message = transcode::request_message(&input, &route.body, &vars, query.as_deref(), &body)?;
@@ -201,4 +210,23 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
             format!("cannot read the request body: {e}"),
         )),
     }
+}
+
+/// Refuses a request whose headers (names, values and their separators) add up to more than
+/// `max_header_bytes` with 431, before anything else reads them; the upstreams' own HTTP/2 limit
+/// (16 KiB by default) would otherwise answer for them.
+pub async fn limit_header_bytes(
+    State(max_header_bytes): State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > max_header_bytes {
+        return GatewayError::headers_too_large(max_header_bytes).into_response();
+    }
+    next.run(req).await
 }

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod field_path;
 pub mod grpc_proxy;

@@ -11,7 +11,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    config::Config,
+    config::{Config, Limits},
+    connections::ConnectionsPerIp,
     error::GatewayError,
     grpc_proxy::{self, Proxy},
     http_api::{self, Gateway},
@@ -100,12 +101,12 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
             )
         },
         async {
-            let header_read_timeout = Duration::from_millis(cfg.limits.header_read_timeout_ms);
             stop_on_error(
                 serve_http(
                     listeners.http,
                     router,
-                    header_read_timeout,
+                    &cfg.limits,
+                    &cfg.trusted_proxies,
                     shutdown.clone(),
                     grace,
                 )
@@ -136,6 +137,10 @@ pub fn http_router(
             SwaggerUi::new("/swagger").external_url_unchecked("/openapi.json", document),
         ))
         .merge(api)
+        .layer(axum::middleware::from_fn_with_state(
+            cfg.limits.max_header_bytes,
+            http_api::limit_header_bytes,
+        ))
         // the fixed pages answer a wrong method in the same JSON shape as the API
         .method_not_allowed_fallback(|| async {
             GatewayError::method_not_allowed(vec![http::Method::GET])
@@ -283,13 +288,18 @@ async fn upstream_health(channel: tonic::transport::Channel) -> Result<(), Strin
 }
 
 /// Serves HTTP/1 and HTTP/2 (cleartext) on `listener` until shutdown, then lets the requests in
-/// flight finish within `grace`. Written out rather than `axum::serve` for one reason: HTTP/1
-/// connections get a header read timeout, so a client that sends its headers slowly (or holds an
-/// idle keep-alive connection) is cut off instead of holding the connection for ever.
+/// flight finish within `grace`. Written out rather than `axum::serve` to bound what a connection
+/// may hold: HTTP/1 connections get a header read timeout, so a client that sends its headers
+/// slowly (or holds an idle keep-alive connection) is cut off instead of holding the connection
+/// for ever; a request head far beyond `max_header_bytes` is refused with 431 before it is
+/// buffered; an HTTP/2 connection carries a bounded number of requests at once; and one client IP
+/// holds at most `max_connections_per_ip` connections (the body deadline and the concurrency
+/// permit are the handler's: see `http_api`).
 async fn serve_http(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
+    limits: &Limits,
+    trusted_proxies: &[ipnet::IpNet],
     shutdown: Shutdown,
     grace: Duration,
 ) -> anyhow::Result<()> {
@@ -302,12 +312,21 @@ async fn serve_http(
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP/JSON listening (the API, /openapi.json, /swagger/)");
+    // the handler answers headers over `max_header_bytes` with a JSON 431; this hard cap, above it,
+    // keeps a huge head from being buffered at all (hyper and h2 answer it with a bare 431)
+    let head_cap = limits.max_header_bytes + 16 * 1024;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+        .max_buf_size(head_cap.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_streams_per_connection);
+    let per_ip = ConnectionsPerIp::new(limits.max_connections_per_ip);
     let connections = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -321,6 +340,20 @@ async fn serve_http(
                     continue;
                 }
             },
+        };
+        // a load balancer's connections carry many clients: only direct clients are capped
+        let guard = if trusted_proxies.iter().any(|net| net.contains(&peer.ip())) {
+            None
+        } else {
+            match per_ip.try_acquire(peer.ip()) {
+                Some(guard) => Some(guard),
+                None => {
+                    metrics::counter!("http_connections_refused_total").increment(1);
+                    tracing::debug!(%peer, "connection refused: too many from this IP");
+                    drop(stream);
+                    continue;
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         // what `into_make_service_with_connect_info` gives handlers: the peer address
@@ -337,6 +370,7 @@ async fn serve_http(
             .into_owned();
         let conn = connections.watch(conn);
         tokio::spawn(async move {
+            let _guard = guard; // the IP's place is held until the connection ends
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "HTTP connection ended with an error");
             }

@@ -809,3 +809,102 @@ async fn with_no_upstream_answering_the_gateway_is_not_ready_over_http_and_grpc(
         tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_half_sent_bodies_leaves_a_normal_request_answered_within_a_second() {
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = Mesh::start(|c| {
+        c.limits.concurrency_limit = 8;
+        c.limits.max_connections_per_ip = 32;
+        c.limits.body_read_timeout_ms = 1_500;
+    })
+    .await;
+    let addr = m
+        .gateway
+        .http_url()
+        .trim_start_matches("http://")
+        .to_owned();
+    // 200 connections from 127.0.0.1 that send their headers and 3 of 100 bytes of body
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+            continue;
+        };
+        let _ = stream
+            .write_all(
+                b"POST /v1/sessions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+                  Content-Length: 100\r\n\r\n{\"a",
+            )
+            .await;
+        flood.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // a complete request from another client (another loopback address) is answered at once
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let resp = other
+        .post(m.url("/v1/sessions"))
+        .json(&json!({"username": "alice", "password": "right"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered after {:?}",
+        started.elapsed()
+    );
+
+    // each half-sent body is answered 408 at its deadline, or (beyond the 32 connections one IP
+    // may hold) its connection was closed at once; none is left hanging
+    let started = Instant::now();
+    let mut timed_out = 0;
+    let mut closed = 0;
+    for mut stream in flood {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("a flood connection was still open 5 s after its body deadline");
+        let answer = String::from_utf8_lossy(&answer);
+        if answer.starts_with("HTTP/1.1 408") {
+            assert!(answer.contains("body_read_timeout"), "{answer}");
+            timed_out += 1;
+        } else {
+            assert!(answer.is_empty() || read.is_err(), "{answer}");
+            closed += 1;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!((1..=32).contains(&timed_out), "{timed_out} answered 408");
+    assert!(closed >= 168, "{closed} closed at once");
+}
+
+#[tokio::test]
+async fn headers_beyond_the_limit_are_431_not_500() {
+    let m = Mesh::start(|_| {}).await;
+    let (status, _, body) = m
+        .send(
+            m.http
+                .get(m.url("/v1/users/bob"))
+                .header("x-padding", "a".repeat(20 * 1024)),
+        )
+        .await;
+    assert_eq!(status, 431, "{body}");
+    assert_error_shape(&body);
+    assert_eq!(reason(&body), "headers_too_large");
+    // below the limit (16 KiB by default) headers pass
+    let (status, _, body) = m
+        .send(
+            m.http
+                .get(m.url("/v1/users/bob"))
+                .header("x-padding", "a".repeat(8 * 1024)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
