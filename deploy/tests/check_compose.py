@@ -5,7 +5,10 @@ Usage: check_compose.py CONFIG.json
   CONFIG.json: `docker-compose -f docker-compose.yml --profile observability config --format json`
 
 - Only the gateway (8080, 9090), the mail inbox (8025) and, in the observability profile, Jaeger's
-  UI (16686) are published, and only on 127.0.0.1.
+  UI (16686) and Grafana (3000) are published, and only on 127.0.0.1.
+- The observability profile's Prometheus scrapes every service's /metrics under a job named after
+  the service (what the dashboard filters on), and Grafana provisions it as a data source and loads
+  deploy/grafana/transactions-api.json.
 - keygen and migrate are one-shots; every service that needs them waits for
   service_completed_successfully; every long-running service has a health check, and the gateway
   waits for auth, accounts and transfers to be healthy.
@@ -26,7 +29,9 @@ import tomllib
 
 APP = ["auth", "accounts", "transfers", "mailer", "edge-gateway"]
 ONE_SHOTS = ["keygen", "migrate"]
-PUBLISHED = {"edge-gateway": {8080, 9090}, "mailpit": {8025}, "jaeger": {16686}}
+PUBLISHED = {"edge-gateway": {8080, 9090}, "mailpit": {8025}, "jaeger": {16686}, "grafana": {3000}}
+# Where each service's /metrics is (the gateway's on its admin port): what Prometheus must scrape.
+METRICS = {"auth": 8081, "accounts": 8082, "transfers": 8083, "mailer": 8084, "edge-gateway": 8085}
 DOCKERFILE = "deploy/docker/Dockerfile"
 
 
@@ -95,6 +100,24 @@ def main(argv: list[str]) -> int:
     for up, port in (("AUTH", 50051), ("ACCOUNTS", 50052), ("TRANSFERS", 50053)):
         check(gw_env.get(f"EDGE_GATEWAY_UPSTREAMS__{up}") == f"http://{up.lower()}:{port}",
               f"edge-gateway: upstream {up.lower()} is http://{up.lower()}:{port}")
+
+    import yaml
+
+    with open("deploy/compose/prometheus.yml", encoding="utf-8") as f:
+        prom = yaml.safe_load(f)
+    jobs = {j["job_name"]: [t for sc in j.get("static_configs") or [] for t in sc.get("targets") or []]
+            for j in prom.get("scrape_configs") or []}
+    for name, port in METRICS.items():
+        check(jobs.get(name) == [f"{name}:{port}"], f"prometheus: job {name} scrapes {name}:{port}")
+    graf = services.get("grafana", {})
+    mounts = {v.get("target"): v.get("source", "") for v in graf.get("volumes") or []}
+    check(mounts.get("/var/lib/grafana/dashboards", "").endswith("deploy/grafana"), "grafana: loads deploy/grafana")
+    with open("deploy/compose/grafana/provisioning/datasources/prometheus.yaml", encoding="utf-8") as f:
+        ds = yaml.safe_load(f)["datasources"]
+    check(any(d["type"] == "prometheus" and d["url"] == "http://prometheus:9090" for d in ds),
+          "grafana: the compose Prometheus is a data source")
+    check("prometheus.yml" in " ".join(v.get("source", "") for v in services.get("prometheus", {}).get("volumes") or []),
+          "prometheus: reads deploy/compose/prometheus.yml")
 
     with open(DOCKERFILE, encoding="utf-8") as f:
         dockerfile = f.read()
