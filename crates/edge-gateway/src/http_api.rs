@@ -102,10 +102,27 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         span.record("otel.status_code", "ERROR");
     }
     let status = resp.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route_label.clone(), "method" => method.to_string(), "status" => status).increment(1);
+    // every label from a fixed set: a client must not be able to mint new series (made-up
+    // methods, paths); the route is a template of the contract or `unmatched`
+    metrics::counter!("http_requests_total", "route" => route_label.clone(), "method" => method_label(&method), "status" => status).increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route_label)
         .record(started.elapsed().as_secs_f64());
     resp
+}
+
+/// The method as a metric label: the standard ones by name, anything else `other`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 async fn call(
@@ -229,4 +246,18 @@ pub async fn limit_header_bytes(
         return GatewayError::headers_too_large(max_header_bytes).into_response();
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_are_one_metric_label() {
+        assert_eq!(method_label(&http::Method::POST), "POST");
+        for made_up in ["FOO", "BREW", "get", "TRACE", "CONNECT"] {
+            let method = http::Method::from_bytes(made_up.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{made_up}");
+        }
+    }
 }

@@ -908,3 +908,40 @@ async fn headers_beyond_the_limit_are_431_not_500() {
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn made_up_methods_and_paths_do_not_become_new_metric_series() {
+    let m = Mesh::start(|_| {}).await;
+    for i in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{i}").as_bytes()).unwrap();
+        let (status, _, _) = m
+            .send(m.http.request(method, m.url(&format!("/nowhere/{i}"))))
+            .await;
+        assert_eq!(status, 404);
+    }
+    let metrics = m
+        .http
+        .get(format!("{}/metrics", m.gateway.admin_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .collect();
+    assert!(
+        series
+            .iter()
+            .all(|l| !l.contains("MADEUP") && !l.contains("nowhere")),
+        "{series:#?}"
+    );
+    assert!(
+        series
+            .iter()
+            .any(|l| l.contains("method=\"other\"") && l.contains("route=\"unmatched\"")),
+        "{series:#?}"
+    );
+}
