@@ -51,6 +51,43 @@ impl GatewayError {
         e
     }
 
+    /// A body that names one key twice in an object (`m` says which).
+    pub fn duplicate_key(m: &str) -> Self {
+        let key = m.split('`').nth(1).unwrap_or("body");
+        let mut e = Self::new(
+            Code::InvalidArgument,
+            "duplicate_key",
+            format!("malformed JSON: {m}"),
+        );
+        e.violations
+            .push((key.to_owned(), "named more than once".to_owned()));
+        e
+    }
+
+    /// A string field holding a control character (the rule of `platform::text`).
+    pub fn invalid_text(field: &str) -> Self {
+        let description = platform::text::REFUSED_CONTROLS;
+        let mut e = Self::new(
+            Code::InvalidArgument,
+            platform::text::INVALID_TEXT,
+            format!("{field}: {description}"),
+        );
+        e.violations
+            .push((field.to_owned(), description.to_owned()));
+        e
+    }
+
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        let shown: String = content_type.chars().take(100).collect();
+        let mut e = Self::new(
+            Code::InvalidArgument,
+            "unsupported_media_type",
+            format!("the request body must be JSON (application/json), not {shown}"),
+        );
+        e.http = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        e
+    }
+
     pub fn route_not_found(method: &http::Method, path: &str) -> Self {
         Self::new(
             Code::NotFound,

@@ -169,6 +169,10 @@ async fn transcode_and_call(
     }
     let metadata = client::metadata(req.headers(), ip, request_id);
     let query = req.uri().query().map(str::to_owned);
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     // the body has a deadline of its own, and no permit is held while it arrives: a flood of
     // half-sent bodies costs each sender its connection, never the complete requests a slot
     let body = tokio::time::timeout(
@@ -182,6 +186,7 @@ async fn transcode_and_call(
         .try_acquire()
         .map_err(|_| GatewayError::overloaded())?;
 
+    transcode::check_content_type(content_type.as_deref(), &route.body, &body)?;
     let input = route.rpc.input();
     let message = transcode::request_message(&input, &route.body, &vars, query.as_deref(), &body)?;
     let channel = gw

@@ -13,6 +13,7 @@ pub mod pools;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 pub mod token;
 

@@ -945,3 +945,102 @@ async fn made_up_methods_and_paths_do_not_become_new_metric_series() {
         "{series:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_nul_byte_in_any_text_field_is_400_naming_the_field() {
+    let m = Mesh::start(|_| {}).await;
+    let cases = [
+        (
+            m.http.post(m.url("/v1/transfers")).json(&json!({
+                "from_account_id": "1", "to_account_id": "2", "amount": "100",
+                "currency": "USD", "request_id": "key\u{0}1"})),
+            "request_id",
+        ),
+        (
+            m.http
+                .post(m.url("/v1/accounts/1:freeze"))
+                .json(&json!({"reason": "fraud\u{0}"})),
+            "reason",
+        ),
+        (m.http.get(m.url("/v1/accounts?owner=al%00ice")), "owner"),
+        (
+            m.http.post(m.url("/v1/users")).json(&json!({
+                "username": "al\u{0}ice", "full_name": "Alice", "email": "a@example.com",
+                "password": "password123"})),
+            "username",
+        ),
+        (m.http.get(m.url("/v1/users/al%00ice")), "username"),
+    ];
+    for (req, field) in cases {
+        let (status, _, body) = m.send(req).await;
+        assert_eq!(status, 400, "{field}: {body}");
+        assert_eq!(reason(&body), "invalid_text", "{field}: {body}");
+        assert_eq!(
+            body["details"][1]["field_violations"][0]["field"], field,
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn transcoding_refuses_path_overrides_duplicate_keys_and_bodies_that_are_not_json() {
+    let m = Mesh::start(|_| {}).await;
+    // a query parameter naming a path variable would read another resource
+    let (status, _, body) = m
+        .send(m.http.get(m.url("/v1/users/bob?username=alice")))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["details"][1]["field_violations"][0]["field"],
+        "username"
+    );
+    // a key named twice: refused, not "last one wins"
+    let (status, _, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/sessions"))
+                .header("content-type", "application/json")
+                .body(r#"{"username": "alice", "password": "wrong", "password": "right"}"#),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(reason(&body), "duplicate_key");
+    let login = r#"{"username": "alice", "password": "right"}"#;
+    let with_type = |ct: &str| {
+        m.http
+            .post(m.url("/v1/sessions"))
+            .header("content-type", ct)
+            .body(login)
+    };
+    // JSON under a type that is not JSON: 415
+    for ct in [
+        "text/plain",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (status, _, body) = m.send(with_type(ct)).await;
+        assert_eq!(status, 415, "{ct}: {body}");
+        assert_eq!(reason(&body), "unsupported_media_type");
+    }
+    // a real form: 415 too
+    let (status, _, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/sessions"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("username=alice&password=right"),
+        )
+        .await;
+    assert_eq!(status, 415, "{body}");
+    // JSON, JSON with a charset, curl's default type holding JSON (`curl -d`), no type at all
+    for ct in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/x-www-form-urlencoded",
+    ] {
+        let (status, _, body) = m.send(with_type(ct)).await;
+        assert_eq!(status, 200, "{ct}: {body}");
+    }
+    let (status, _, body) = m.send(m.http.post(m.url("/v1/sessions")).body(login)).await;
+    assert_eq!(status, 200, "{body}");
+}
