@@ -13,6 +13,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     cfg.validate()?;
     let currencies = Currencies::from_config(&cfg.currencies)?;
     let tokens = Keys::from_config(&cfg.token)?.maker(cfg.token.kind);
+    let tokens = platform::revocations::follow(tokens, &cfg.token.revocations, shutdown.clone())?;
     let db = platform::db::pool(&cfg.database)?;
     platform::db::check_at_start(&db, &cfg.database).await?;
     tokio::spawn(ledger_model::keep_ensuring_system_accounts(

@@ -22,10 +22,18 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     let keys = signing_keys(&cfg)?;
     let hasher = Hasher::new(&cfg.password)?;
     hasher.warm_up();
+    // revoked sessions are published by this service's relay, so they are read where it writes
+    let relay_redis_cfg = cfg.relay.redis.clone().unwrap_or_else(|| cfg.redis.clone());
+    let revocations = platform::config::RevocationsConfig {
+        redis: relay_redis_cfg.clone(),
+        ..cfg.token.revocations.clone()
+    };
+    let tokens =
+        platform::revocations::follow(keys.maker(cfg.token.kind), &revocations, shutdown.clone())?;
     let auth = Auth {
         db: db.clone(),
         hasher,
-        tokens: keys.maker(cfg.token.kind),
+        tokens,
         throttle: Throttle::new(
             redis.clone(),
             &cfg.redis.key_prefix,
@@ -37,7 +45,6 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     };
 
     let relay = if cfg.relay.enabled {
-        let relay_redis_cfg = cfg.relay.redis.clone().unwrap_or_else(|| cfg.redis.clone());
         let relay_redis = platform::redis::pool(&relay_redis_cfg).context("relay redis pool")?;
         if cfg.relay.redis.is_some() {
             platform::redis::check_at_start(&relay_redis, &relay_redis_cfg)

@@ -415,24 +415,39 @@ pub async fn block_session<'e>(
     Ok(r.rows_affected() == 1)
 }
 
-/// Blocks every open session of `username` except `keep`.
+/// Blocks every open session of `username` except `keep`; returns the ids it blocked.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.block_other_sessions", otel.kind = "client", db.system = "postgresql"))]
 pub async fn block_other_sessions(
     conn: &mut PgConnection,
     username: &str,
     keep: Option<Uuid>,
     reason: &str,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query(
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
         "UPDATE auth.sessions SET blocked = true, blocked_reason = $3
-         WHERE username = $1 AND NOT blocked AND ($2::uuid IS NULL OR id <> $2)",
+         WHERE username = $1 AND NOT blocked AND expires_at > now()
+           AND ($2::uuid IS NULL OR id <> $2)
+         RETURNING id",
     )
     .bind(username)
     .bind(keep)
     .bind(reason)
-    .execute(conn)
+    .fetch_all(conn)
     .await
-    .map(|r| r.rows_affected())
+}
+
+/// The ids of the sessions of `username` that are neither blocked nor expired.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.list_open_sessions", otel.kind = "client", db.system = "postgresql"))]
+pub async fn list_open_sessions(
+    conn: &mut PgConnection,
+    username: &str,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM auth.sessions WHERE username = $1 AND NOT blocked AND expires_at > now()",
+    )
+    .bind(username)
+    .fetch_all(conn)
+    .await
 }
 
 // --- login and resend throttles (Redis) -----------------------------------------------------
@@ -561,16 +576,24 @@ pub fn stream_key(prefix: &str) -> String {
 
 /// Appends one entry per row to `stream`, all or none (one MULTI/EXEC), keeping the stream at
 /// about `maxlen` entries (`XADD MAXLEN ~`). Fields: `event_id`, `event_type`, `payload`, and
-/// `traceparent` when the row has one.
+/// `traceparent` when the row has one. Revoked sessions (`session.revoked`) go to
+/// `revocations_stream` instead, which every service follows (`platform::revocations`); the
+/// mailer never sees them.
 pub async fn add_stream_entries(
     redis: &Pool,
     stream: &str,
+    revocations_stream: &str,
     maxlen: u64,
     rows: &[OutboxRow],
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.atomic();
     for r in rows {
+        let stream = if r.event_type == platform::revocations::EVENT_TYPE {
+            revocations_stream
+        } else {
+            stream
+        };
         pipe.cmd("XADD")
             .arg(stream)
             .arg("MAXLEN")

@@ -79,6 +79,10 @@ pub fn authenticate(
         TokenError::WrongType => {
             ApiError::unauthenticated("token_wrong_type", "not an access token")
         }
+        TokenError::Revoked => ApiError::unauthenticated(
+            "token_revoked",
+            "the access token's session was revoked or changed: renew it or log in again",
+        ),
         _ => ApiError::unauthenticated("token_invalid", "the access token is invalid"),
     })?;
     Ok(Caller {

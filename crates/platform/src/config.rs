@@ -226,6 +226,33 @@ pub struct TokenConfig {
     pub public_key_file: Option<PathBuf>,
     pub private_key: Option<String>,
     pub private_key_file: Option<PathBuf>,
+    /// Where revoked sessions are learnt from (see `platform::revocations`).
+    pub revocations: RevocationsConfig,
+}
+
+/// The revoked-session feed every service follows: the Redis Stream
+/// `{redis.key_prefix}auth:revoked_sessions` that auth's relay writes. Its `redis` must be the
+/// Redis (and key prefix) of auth's relay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RevocationsConfig {
+    pub redis: RedisConfig,
+    /// Revoked sessions kept in memory at most; an entry is dropped when the tokens it refuses
+    /// would have expired anyway, so this bounds the sessions revoked within one access-token
+    /// lifetime.
+    pub max_sessions: usize,
+    /// How long one read of the stream waits for new entries (the follower's heartbeat).
+    pub block_ms: u64,
+}
+
+impl Default for RevocationsConfig {
+    fn default() -> Self {
+        Self {
+            redis: RedisConfig::default(),
+            max_sessions: 100_000,
+            block_ms: 1_000,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod http;
 pub mod pools;
 pub mod redis;
+pub mod revocations;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text;

@@ -98,6 +98,9 @@ pub enum TokenError {
     Expired,
     #[error("the token is not an access token")]
     WrongType,
+    /// Its session was revoked (see [`crate::revocations`]).
+    #[error("the token's session has been revoked")]
+    Revoked,
     #[error("this service has no private key and cannot issue tokens")]
     CannotSign,
     #[error("token key problem: {0}")]
@@ -245,7 +248,8 @@ fn decode32(b64: &str) -> Result<[u8; 32], TokenError> {
 /// client that sends the same access token with every call (all of them) costs one Ed25519
 /// verification per token, not per call. The key is the whole token text: the same bytes under
 /// the same public key verify the same way, so only expiry and type are checked again on a hit.
-/// Failed tokens are not remembered. Bounded by [`VERIFIED_TOKENS_REMEMBERED`].
+/// Failed tokens are not remembered. Bounded by [`VERIFIED_TOKENS_REMEMBERED`]. Revocation is
+/// checked outside this cache ([`crate::revocations::Guarded`] wraps it), never skipped by a hit.
 pub struct Verified<M> {
     inner: M,
     seen: quick_cache::sync::Cache<String, Claims>,

@@ -1,5 +1,6 @@
 //! The outbox relay: moves `auth.outbox` rows, oldest first, to the Redis Stream
-//! `{redis.key_prefix}events:users` and marks them published.
+//! `{redis.key_prefix}events:users` (revoked sessions to `{redis.key_prefix}auth:revoked_sessions`,
+//! see `platform::revocations`) and marks them published.
 //!
 //! - Woken by `NOTIFY auth_outbox` (sent by the writing transaction on commit), with a polling
 //!   fallback when notifications are missed or the listener connection is down.
@@ -40,6 +41,7 @@ pub async fn run(
     );
     let relay = Relay {
         stream: stream_key(&redis_cfg.key_prefix),
+        revocations_stream: platform::revocations::stream_key(&redis_cfg.key_prefix),
         redis_timeout: Duration::from_millis(redis_cfg.timeout_ms),
         redis,
         db,
@@ -54,6 +56,7 @@ struct Relay {
     redis: Pool,
     redis_timeout: Duration,
     stream: String,
+    revocations_stream: String,
     cfg: RelayConfig,
 }
 
@@ -139,7 +142,13 @@ impl Relay {
         }
         tokio::time::timeout(
             self.redis_timeout,
-            store::add_stream_entries(&self.redis, &self.stream, self.cfg.stream_maxlen, &rows),
+            store::add_stream_entries(
+                &self.redis,
+                &self.stream,
+                &self.revocations_stream,
+                self.cfg.stream_maxlen,
+                &rows,
+            ),
         )
         .await
         .context("redis timed out")?

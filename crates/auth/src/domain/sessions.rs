@@ -5,8 +5,10 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use platform::{
     Caller,
+    revocations::{self, Effect, Revocation},
     token::{Claims, Role},
 };
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Auth, AuthError, User, Username, secrets};
@@ -115,6 +117,7 @@ pub async fn renew(auth: &Auth, refresh_token: &str) -> Result<Issued, AuthError
             "refresh_token_reused",
         )
         .await?;
+        publish_revoked(auth, &mut tx, &[found.session_id]).await?;
         tx.commit().await?;
         tracing::warn!(session_id = %found.session_id, username = %found.username,
             "refresh token reuse detected; session revoked");
@@ -149,8 +152,58 @@ pub async fn renew(auth: &Auth, refresh_token: &str) -> Result<Issued, AuthError
 
 /// Revokes the caller's session (the `sid` of their access token).
 pub async fn logout(auth: &Auth, caller: &Caller) -> Result<Uuid, AuthError> {
-    store::block_session(&auth.db, caller.session_id, &caller.username, "logged_out").await?;
+    let mut tx = auth.db.begin().await?;
+    if store::block_session(&mut *tx, caller.session_id, &caller.username, "logged_out").await? {
+        publish_revoked(auth, &mut tx, &[caller.session_id]).await?;
+    }
+    tx.commit().await?;
     Ok(caller.session_id)
+}
+
+/// Tells every service, through the outbox in the revoking transaction (so a revocation that
+/// commits is published, and one that rolls back is not), that every access token of `sessions`
+/// is refused from now on until the last of them would have expired.
+pub(crate) async fn publish_revoked(
+    auth: &Auth,
+    conn: &mut PgConnection,
+    sessions: &[Uuid],
+) -> Result<(), AuthError> {
+    let until = Utc::now() + secs(auth.session.access_token_ttl_secs);
+    publish_revocations(conn, sessions, Effect::Revoked, until, until).await
+}
+
+/// Tells every service that the access tokens of `sessions` issued until now no longer have a
+/// verified email (the address changed), so they stop moving money; the sessions stay, and a
+/// renew gives a token that says so itself.
+pub(crate) async fn publish_email_unverified(
+    auth: &Auth,
+    conn: &mut PgConnection,
+    sessions: &[Uuid],
+) -> Result<(), AuthError> {
+    let now = Utc::now();
+    let until = now + secs(auth.session.access_token_ttl_secs);
+    publish_revocations(conn, sessions, Effect::EmailUnverified, now, until).await
+}
+
+async fn publish_revocations(
+    conn: &mut PgConnection,
+    sessions: &[Uuid],
+    effect: Effect,
+    issued_before: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<(), AuthError> {
+    for &session_id in sessions {
+        let event = Revocation {
+            session_id,
+            effect,
+            issued_before,
+            until,
+        };
+        let payload = serde_json::to_value(&event)
+            .map_err(|e| AuthError::Internal(format!("revocation event: {e}")))?;
+        store::insert_outbox(conn, revocations::EVENT_TYPE, &payload, None).await?;
+    }
+    Ok(())
 }
 
 fn access(

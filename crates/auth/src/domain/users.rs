@@ -5,7 +5,9 @@ use platform::Caller;
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::{Auth, AuthError, Email, FullName, Password, User, Username, collect, secrets};
+use super::{
+    Auth, AuthError, Email, FullName, Password, User, Username, collect, secrets, sessions,
+};
 use crate::{config::VerificationConfig, store};
 
 /// A parsed sign-up request.
@@ -189,6 +191,12 @@ pub async fn update_user(
     )
     .await
     .map_err(AuthError::from_insert_user)?;
+    if hashed.is_some() {
+        let keep = (caller.username == username).then_some(caller.session_id);
+        let blocked =
+            store::block_other_sessions(&mut tx, &username, keep, "password_changed").await?;
+        sessions::publish_revoked(auth, &mut tx, &blocked).await?;
+    }
     if new_email.is_some() {
         send_verification(
             &mut tx,
@@ -198,10 +206,10 @@ pub async fn update_user(
             traceparent,
         )
         .await?;
-    }
-    if hashed.is_some() {
-        let keep = (caller.username == username).then_some(caller.session_id);
-        store::block_other_sessions(&mut tx, &username, keep, "password_changed").await?;
+        // the access tokens out there say "verified": every service takes them as unverified
+        // from now on, so they stop moving money
+        let open = store::list_open_sessions(&mut tx, &username).await?;
+        sessions::publish_email_unverified(auth, &mut tx, &open).await?;
     }
     tx.commit().await?;
     Ok(user)

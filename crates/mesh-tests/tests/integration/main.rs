@@ -12,6 +12,8 @@
 //! - `dashboard`, `config_docs`: the Grafana dashboard and docs/configuration.md stay true to the
 //!   code;
 //! - `house_rules`: no service crate links another;
+//! - `revocation`: a revoked session's access token stops moving money within 2 s (logout,
+//!   password change), through auth's outbox, its relay and every service's in-memory list;
 //! - `tls`: the mesh against a TLS-only PostgreSQL and a TLS Redis (throwaway servers the test
 //!   starts), a wrong CA refused at start-up, health following the database.
 
@@ -26,5 +28,6 @@ mod journey;
 mod logs;
 mod mailer_end_to_end;
 mod metrics;
+mod revocation;
 mod tls;
 mod tracing;

@@ -50,6 +50,8 @@ impl Mesh {
             ..Default::default()
         };
         accounts_cfg.token.public_key = Some(keys.public_b64());
+        // revoked sessions from auth's relay, in this mesh's Redis namespace
+        accounts_cfg.token.revocations.redis = redis.config();
         let accounts =
             test_support::spawn(move |l, s| accounts::startup::run(accounts_cfg, l, s)).await;
 
@@ -58,6 +60,8 @@ impl Mesh {
             ..Default::default()
         };
         transfers_cfg.token.public_key = Some(keys.public_b64());
+        // revoked sessions from auth's relay, in this mesh's Redis namespace
+        transfers_cfg.token.revocations.redis = redis.config();
         let transfers =
             test_support::spawn(move |l, s| transfers::startup::run(transfers_cfg, l, s)).await;
 
