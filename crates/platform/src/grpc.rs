@@ -105,8 +105,13 @@ pub async fn serve_with_readiness(
     let layers = tower::ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(make_span))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc()
+                .make_span_with(make_span)
+                .on_failure(log_failure),
+        )
         .layer(MetricsLayer)
+        .layer(DecodeErrorsLayer)
         .into_inner();
 
     let addr = listener.local_addr()?;
@@ -286,6 +291,105 @@ where
     }
 }
 
+/// One line per failed call, at a level that says whose failure it was: a refusal of the
+/// client's request (a bad argument, no token, not found, …) is INFO, as any client can cause as
+/// many as it likes and none needs an operator; a failure of the server is ERROR.
+fn log_failure(
+    class: tower_http::classify::GrpcFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::GrpcFailureClass;
+    let latency_ms = latency.as_millis() as u64;
+    match class {
+        GrpcFailureClass::Status(status) => {
+            let code = tonic::Code::from(status.code_raw());
+            let message = status.message().unwrap_or("");
+            if is_server_error(code) {
+                tracing::error!(?code, message, latency_ms, "call failed");
+            } else {
+                tracing::info!(?code, message, latency_ms, "call refused");
+            }
+        }
+        other => {
+            tracing::error!(error = %other, latency_ms, "call failed");
+        }
+    }
+}
+
+/// Turns tonic's INTERNAL for a request it could not decode (bytes that are not the message, a
+/// frame cut short, a bad compression flag) into INVALID_ARGUMENT: the client sent them, the
+/// server did not fail. Such a call never reaches a handler, so its status is in the response
+/// headers (a trailers-only response).
+#[derive(Clone, Copy)]
+pub struct DecodeErrorsLayer;
+
+impl<S> tower::Layer<S> for DecodeErrorsLayer {
+    type Service = DecodeErrors<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DecodeErrors { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct DecodeErrors<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for DecodeErrors<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut res = fut.await;
+            if let Ok(resp) = &mut res {
+                reclassify_decode_error(resp.headers_mut());
+            }
+            res
+        })
+    }
+}
+
+/// The beginnings of the messages tonic gives a request it cannot decode.
+const DECODE_ERRORS: [&str; 4] = [
+    "failed to decode Protobuf message",
+    "Unexpected EOF decoding stream",
+    "protocol error: received message with invalid compression flag",
+    "protocol error: received message with compressed-flag but no grpc-encoding",
+];
+
+/// INTERNAL with a decode error's message becomes INVALID_ARGUMENT (in `grpc-status`).
+pub fn reclassify_decode_error(headers: &mut http::HeaderMap) {
+    if headers.get("grpc-status").and_then(|v| v.to_str().ok()) != Some("13") {
+        return;
+    }
+    let Some(message) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    // grpc-message is percent-encoded; these prefixes hold no character it encodes but space
+    let is_decode_error = DECODE_ERRORS.iter().any(|prefix| {
+        message.starts_with(&prefix.replace(' ', "%20")) || message.starts_with(prefix)
+    });
+    if is_decode_error {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+}
+
 /// Codes that mean the server failed (OpenTelemetry marks only these as errors on server spans).
 fn is_server_error(code: tonic::Code) -> bool {
     use tonic::Code::*;
@@ -302,4 +406,63 @@ pub fn record_rpc(rpc: &str, code: tonic::Code, started: Instant) {
         .increment(1);
     metrics::histogram!("grpc_server_duration_seconds", "rpc" => rpc.to_owned())
         .record(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_headers(status: tonic::Status) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        status.add_header(&mut headers).unwrap();
+        headers
+    }
+
+    #[test]
+    fn a_request_that_does_not_decode_is_invalid_argument() {
+        for status in [
+            tonic::Status::internal(
+                "failed to decode Protobuf message: LoginUserRequest.username: invalid wire type",
+            ),
+            tonic::Status::internal("Unexpected EOF decoding stream."),
+        ] {
+            let mut headers = status_headers(status);
+            reclassify_decode_error(&mut headers);
+            assert_eq!(headers["grpc-status"], "3");
+        }
+    }
+
+    #[test]
+    fn other_internal_errors_and_other_codes_are_left_alone() {
+        let mut headers = status_headers(tonic::Status::internal("internal error"));
+        reclassify_decode_error(&mut headers);
+        assert_eq!(headers["grpc-status"], "13");
+        let mut headers = status_headers(tonic::Status::not_found(
+            "failed to decode Protobuf message",
+        ));
+        reclassify_decode_error(&mut headers);
+        assert_eq!(headers["grpc-status"], "5");
+    }
+
+    #[test]
+    fn only_server_failures_are_errors() {
+        for code in [
+            tonic::Code::InvalidArgument,
+            tonic::Code::Unauthenticated,
+            tonic::Code::PermissionDenied,
+            tonic::Code::NotFound,
+            tonic::Code::AlreadyExists,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::ResourceExhausted,
+        ] {
+            assert!(!is_server_error(code), "{code:?}");
+        }
+        for code in [
+            tonic::Code::Internal,
+            tonic::Code::Unavailable,
+            tonic::Code::Unknown,
+        ] {
+            assert!(is_server_error(code), "{code:?}");
+        }
+    }
 }

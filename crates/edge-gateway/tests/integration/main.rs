@@ -1044,3 +1044,24 @@ async fn transcoding_refuses_path_overrides_duplicate_keys_and_bodies_that_are_n
     let (status, _, body) = m.send(m.http.post(m.url("/v1/sessions")).body(login)).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn bytes_that_are_not_the_request_message_are_invalid_argument_through_the_grpc_door() {
+    let m = Mesh::start(|_| {}).await;
+    let channel = test_support::channel(m.gateway.grpc_addr).await;
+    let status = edge_gateway::upstream::unary(
+        channel,
+        "/transactions.auth.v1.AuthService/LoginUser",
+        bytes::Bytes::from_static(b"\xff\xff\xff\xff"),
+        tonic::metadata::MetadataMap::new(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        status.message()
+    );
+}
