@@ -214,7 +214,7 @@ fn query_parameters(
                 let mut p = json!({
                     "name": name,
                     "in": "query",
-                    "required": false,
+                    "required": depth == 0 && is_required(&field),
                     "schema": schemas.field(&field),
                 });
                 if field.is_list() {
@@ -342,13 +342,20 @@ impl Schemas {
 
     fn message_schema(&mut self, m: &MessageDescriptor, skip: &BTreeSet<String>) -> Value {
         let mut props = Map::new();
+        let mut required = Vec::new();
         for f in m.fields() {
             if skip.contains(f.name()) {
                 continue;
             }
             props.insert(f.name().to_owned(), self.field(&f));
+            if is_required(&f) {
+                required.push(Value::String(f.name().to_owned()));
+            }
         }
         let mut s = json!({"type": "object", "properties": props});
+        if !required.is_empty() {
+            s["required"] = Value::Array(required);
+        }
         if let Some(d) = comment(&m.parent_file(), m.path()) {
             s["description"] = Value::String(d);
         }
@@ -366,7 +373,13 @@ impl Schemas {
         } else if f.is_list() {
             json!({"type": "array", "items": self.kind(&f.kind())})
         } else {
-            self.kind(&f.kind())
+            let mut schema = self.kind(&f.kind());
+            if let (Some(d), Some(object)) =
+                (comment(&f.parent_file(), f.path()), schema.as_object_mut())
+            {
+                object.extend(bounds(&f.kind(), &d));
+            }
+            schema
         };
         if let Some(d) = comment(&f.parent_file(), f.path()) {
             if schema.get("$ref").is_some() {
@@ -398,6 +411,70 @@ impl Schemas {
             Kind::Message(m) => self.message_ref(m),
         }
     }
+}
+
+/// A field the contract's comment marks as required ("Required." or "(required)"). proto3 has no
+/// required fields, so the convention lives in the comment, where a reader of the `.proto` sees
+/// it too; an absent field is its default (the empty string, 0), which such a field refuses.
+fn is_required(f: &FieldDescriptor) -> bool {
+    comment(&f.parent_file(), f.path()).is_some_and(|d| {
+        let d = d.to_lowercase();
+        d.contains("(required)") || d.contains("required.") || d.starts_with("required")
+    })
+}
+
+/// The bounds a field's comment states, as JSON Schema keywords, read from the conventions the
+/// `.proto` comments follow: a regular expression in backticks (`` `^[a-z0-9_]{3,32}$` ``) is a
+/// string's `pattern`; "N to M characters" (or "N to M of …") its length, "up to M characters"
+/// its maximum; on a 32-bit integer "N to M" is its range, widened to 0 when the comment says
+/// what "0 means". 64-bit integers are JSON strings, which carry no numeric bounds.
+fn bounds(kind: &Kind, comment: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    let text = comment.replace('\n', " ");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let number = |w: &str| {
+        w.trim_matches(|c: char| !c.is_ascii_digit())
+            .parse::<u64>()
+            .ok()
+            .filter(|_| w.starts_with(|c: char| c.is_ascii_digit() || c == '('))
+    };
+    // ("N", "to", "M", rest of the clause)
+    let range = words.windows(3).find_map(|w| {
+        let (lo, hi) = (number(w[0])?, number(w[2])?);
+        (w[1] == "to" && lo <= hi).then_some((lo, hi))
+    });
+    match kind {
+        Kind::String => {
+            for span in text.split('`').skip(1).step_by(2) {
+                if span.starts_with('^') && span.ends_with('$') {
+                    out.insert("pattern".into(), Value::String(span.to_owned()));
+                }
+            }
+            let lower = text.to_lowercase();
+            let of_length = lower.contains("character") || lower.contains(" of ");
+            if let Some((lo, hi)) = range.filter(|_| of_length) {
+                out.insert("minLength".into(), json!(lo));
+                out.insert("maxLength".into(), json!(hi));
+            } else if let Some(max) = lower
+                .split("up to ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(number)
+                .filter(|_| lower.contains("character"))
+            {
+                out.insert("maxLength".into(), json!(max));
+            }
+        }
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 | Kind::Uint32 | Kind::Fixed32 => {
+            if let Some((lo, hi)) = range {
+                let lo = if text.contains("0 means") { 0 } else { lo };
+                out.insert("minimum".into(), json!(lo));
+                out.insert("maximum".into(), json!(hi));
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 /// The leading comment of the element at `path` in `file`, trimmed.
@@ -485,5 +562,56 @@ mod tests {
             ["amount"];
         assert_eq!(amount["type"], "string");
         assert_eq!(amount["format"], "int64");
+    }
+
+    #[test]
+    fn bounds_and_patterns_come_from_the_field_comments() {
+        let d = doc();
+        let schemas = &d["components"]["schemas"];
+        let user = &schemas["transactions.auth.v1.User"]["properties"]["username"];
+        assert_eq!(user["pattern"], "^[a-z0-9_]{3,32}$");
+        let create = &schemas["transactions.auth.v1.CreateUserRequest"]["properties"];
+        assert_eq!(create["full_name"]["minLength"], 1);
+        assert_eq!(create["full_name"]["maxLength"], 100);
+        assert_eq!(create["password"]["minLength"], 8);
+        assert_eq!(create["password"]["maxLength"], 128);
+        assert_eq!(create["username"]["minLength"], 3);
+        assert_eq!(create["username"]["maxLength"], 32);
+        let unfreeze = &d["paths"]["/v1/accounts/{id}:unfreeze"]["post"]["requestBody"]["content"]
+            ["application/json"]["schema"]["properties"]["reason"];
+        assert_eq!(unfreeze["maxLength"], 200, "{unfreeze}");
+        assert!(unfreeze.get("minLength").is_none());
+        // "Page size, 1 to 100; 0 means the default (20)."
+        let op = &d["paths"]["/v1/accounts"]["get"];
+        let page_size = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "page_size")
+            .unwrap();
+        assert_eq!(page_size["schema"]["minimum"], 0);
+        assert_eq!(page_size["schema"]["maximum"], 100);
+        // enums are the proto enum's names
+        let role = &schemas["transactions.auth.v1.Role"];
+        assert!(
+            role["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("ROLE_BANKER"))
+        );
+    }
+
+    #[test]
+    fn a_field_the_comment_marks_required_is_required() {
+        let with = |text: &str| {
+            let d = text.to_lowercase();
+            d.contains("(required)") || d.contains("required.") || d.starts_with("required")
+        };
+        assert!(with("Password: 8 to 128 characters. Required."));
+        assert!(with("The username (required)."));
+        assert!(!with("A new full name."));
+        let d = doc();
+        let login = &d["components"]["schemas"]["transactions.auth.v1.LoginUserRequest"];
+        assert_eq!(login["required"], json!(["username", "password"]));
     }
 }
