@@ -8,7 +8,7 @@ BEGIN
     END IF;
 END;
 $$;
-DROP FUNCTION ledger.transfer_batch(text[], text[], bigint[], bigint[], bigint[], text[], bigint, text[], bytea[], boolean[], bigint[], timestamptz[]);
+DROP FUNCTION ledger.transfer_batch(text[], text[], bigint[], bigint[], bigint[], text[], bigint, text[], bytea[], boolean[], bigint[], timestamptz[], integer);
 DROP INDEX ledger.entries_account_time_idx;
 DROP INDEX ledger.transfers_open_holds_by_expiry;
 DROP INDEX ledger.transfers_hold_ended_once;

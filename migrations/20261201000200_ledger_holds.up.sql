@@ -78,6 +78,9 @@ DROP FUNCTION ledger.transfer_batch(text[], text[], bigint[], bigint[], bigint[]
 -- item, the others still apply. Any other failure raises and rolls back the whole batch (nothing
 -- of it is visible); the service then retries the items one by one.
 --
+-- Lock waits are bounded by p_lock_timeout_ms (NULL: unbounded), set as this transaction's
+-- lock_timeout.
+--
 -- Locks, all taken in one global order so that batches from several replicas never deadlock:
 --   1. the transaction-scoped advisory locks of the idempotency keys, distinct, ascending;
 --   2. the hold rows that items end, one `SELECT ... ORDER BY id FOR NO KEY UPDATE`, ascending;
@@ -105,7 +108,8 @@ CREATE FUNCTION ledger.transfer_batch(
     p_request_hashes      bytea[],
     p_as_banker           boolean[],
     p_hold_ids            bigint[],
-    p_expires_at          timestamptz[]
+    p_expires_at          timestamptz[],
+    p_lock_timeout_ms     integer
 ) RETURNS TABLE (
     idx                   integer,
     error                 text,
@@ -236,6 +240,12 @@ BEGIN
        OR coalesce(array_length(p_hold_ids, 1), 0) <> item_count
        OR coalesce(array_length(p_expires_at, 1), 0) <> item_count THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'transfer_batch: arrays of different lengths';
+    END IF;
+    -- every lock wait below is bounded (SQLSTATE 55P03 when it runs out, nothing of the batch
+    -- applied): a row held by someone else must not stall the batch, its callers and the batches
+    -- queued behind it; the service splits a batch that ran out and retries its items alone
+    IF p_lock_timeout_ms IS NOT NULL THEN
+        PERFORM set_config('lock_timeout', greatest(p_lock_timeout_ms, 1) || 'ms', true);
     END IF;
 
     -- 1. Advisory locks of the keys, ascending (see the header).

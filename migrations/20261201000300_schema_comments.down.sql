@@ -79,4 +79,4 @@ COMMENT ON COLUMN ledger.idempotency_keys.request_hash IS NULL;
 COMMENT ON COLUMN ledger.idempotency_keys.transfer_id IS NULL;
 COMMENT ON COLUMN ledger.idempotency_keys.created_at IS NULL;
 COMMENT ON FUNCTION ledger.ensure_system_account(text) IS NULL;
-COMMENT ON FUNCTION ledger.transfer_batch(text[], text[], bigint[], bigint[], bigint[], text[], bigint, text[], bytea[], boolean[], bigint[], timestamptz[]) IS NULL;
+COMMENT ON FUNCTION ledger.transfer_batch(text[], text[], bigint[], bigint[], bigint[], text[], bigint, text[], bytea[], boolean[], bigint[], timestamptz[], integer) IS NULL;

@@ -230,6 +230,19 @@ where
     let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr().unwrap());
     let shutdown = Shutdown::new();
     let handle = tokio::spawn(run(listeners, shutdown.clone()));
+    // Answer only once the service serves: its start-up (a first database connection, say) may
+    // take a moment, and requests sent meanwhile would wait in the socket's backlog and then be
+    // served all at once, in no particular order. A service that stops during start-up (a test
+    // of a refused configuration) is returned as it is.
+    // (the HTTP port answers every service's `/healthz`, the gateway's with 404: any answer will do;
+    // not every service serves its admin listener)
+    let started = std::time::Instant::now();
+    while !handle.is_finished()
+        && started.elapsed() < Duration::from_secs(10)
+        && !answers_http(http_addr).await
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Running {
         grpc_addr,
         http_addr,
@@ -237,6 +250,26 @@ where
         shutdown,
         handle,
     }
+}
+
+/// Whether an HTTP server answers `GET /healthz` at `addr` (any status) within half a second.
+async fn answers_http(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 5];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(&head == b"HTTP/")
+    };
+    tokio::time::timeout(Duration::from_millis(500), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// A connected channel to `addr` (retries for up to 5 s while the server starts).

@@ -69,6 +69,13 @@ pub struct BatchConfig {
     /// a hot account, because a batch waiting on the lock inside PostgreSQL starts the moment
     /// the previous one commits, while a held one starts a round trip later.
     pub hold_conflicting: bool,
+    /// How long one batch may wait for a row lock (an account, a hold, an idempotency key) before
+    /// it gives up, in milliseconds (1..=60_000), and never longer than its earliest request's
+    /// deadline. A batch that runs out applied nothing: its requests are retried alone, at once
+    /// and side by side, so those on other accounts go through, and one that runs out again is
+    /// answered UNAVAILABLE `account_busy` (nothing moved). Without it one row held by someone
+    /// else would stall every batch that meets it, and the batches queued behind them.
+    pub lock_timeout_ms: u64,
 }
 
 impl Default for BatchConfig {
@@ -80,6 +87,7 @@ impl Default for BatchConfig {
             queue_capacity: 4_096,
             max_in_flight: 4,
             hold_conflicting: false,
+            lock_timeout_ms: 500,
         }
     }
 }
@@ -139,6 +147,11 @@ impl Validate for Config {
             self.idempotency.cleanup_batch > 0 && self.idempotency.cleanup_interval_secs > 0,
             "idempotency.cleanup_batch and cleanup_interval_secs must be positive"
         );
+        platform::config::ensure_in_range(
+            "batch.lock_timeout_ms",
+            self.batch.lock_timeout_ms,
+            1..=60_000,
+        )?;
         let h = &self.holds;
         platform::config::ensure_in_range(
             "holds.max_timeout_secs",

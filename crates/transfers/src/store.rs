@@ -42,10 +42,11 @@ pub async fn apply_batch(
     pool: &PgPool,
     cmds: &[&Command],
     max_transfer_amount: i64,
+    lock_timeout_ms: Option<i32>,
 ) -> Result<Vec<BatchRow>, sqlx::Error> {
     let id = |a: Option<AccountId>| a.map(AccountId::get);
     sqlx::query_as::<_, BatchRow>(
-        "SELECT * FROM ledger.transfer_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        "SELECT * FROM ledger.transfer_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(cmds.iter().map(|c| c.username.as_str()).collect::<Vec<_>>())
     .bind(cmds.iter().map(|c| c.op.name()).collect::<Vec<_>>())
@@ -79,8 +80,44 @@ pub async fn apply_batch(
             .collect::<Vec<_>>(),
     )
     .bind(cmds.iter().map(|c| c.op.expires_at()).collect::<Vec<_>>())
+    .bind(lock_timeout_ms)
     .fetch_all(pool)
     .await
+}
+
+/// Of the accounts named by `ids` and the system accounts of `currencies`, those locked by some
+/// other transaction right now: (locked ids, currencies whose system account is locked). One
+/// statement that never waits (`SKIP LOCKED` returns the free ones; their locks end with it).
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "transfers.find_locked_accounts", otel.kind = "client", db.system = "postgresql"))]
+pub async fn find_locked_accounts(
+    pool: &PgPool,
+    ids: &[i64],
+    currencies: &[&str],
+) -> Result<(Vec<i64>, Vec<String>), sqlx::Error> {
+    let free: Vec<(i64, bool, String)> = sqlx::query_as(
+        "SELECT a.id, a.kind = 'system', a.currency FROM ledger.accounts a
+         WHERE a.id = ANY($1) OR (a.kind = 'system' AND a.currency = ANY($2))
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(ids)
+    .bind(currencies)
+    .fetch_all(pool)
+    .await?;
+    let locked_ids = ids
+        .iter()
+        .copied()
+        .filter(|id| !free.iter().any(|(free_id, _, _)| free_id == id))
+        .collect();
+    let locked_currencies = currencies
+        .iter()
+        .filter(|c| {
+            !free
+                .iter()
+                .any(|(_, system, currency)| *system && currency == *c)
+        })
+        .map(|c| (*c).to_owned())
+        .collect();
+    Ok((locked_ids, locked_currencies))
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

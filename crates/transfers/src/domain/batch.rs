@@ -18,10 +18,14 @@
 //!   answered `deadline_exceeded` and not applied;
 //! - the rest go to the database in arrival order; each gets its own result (one transfer's
 //!   insufficient funds does not fail the others);
+//! - every call's lock waits are bounded (`batch.lock_timeout_ms`, and never past the batch's
+//!   earliest deadline), so a row held by someone else cannot stall the batch and everything
+//!   queued behind it;
 //! - if the call itself fails (not a business failure), the whole batch was rolled back (the
-//!   database reported it) and its requests are retried one by one, each caller answered from
-//!   its own retry. If the connection broke so that a commit may have happened, only requests
-//!   with an idempotency key are retried (a replay is safe); the others get `outcome_unknown`.
+//!   database reported it) and its requests are retried alone, side by side, each caller
+//!   answered from its own retry (one that runs out of lock time again: `account_busy`, nothing
+//!   moved). If the connection broke so that a commit may have happened, only requests with an
+//!   idempotency key are retried (a replay is safe); the others get `outcome_unknown`.
 
 use std::{
     collections::HashMap,
@@ -29,10 +33,11 @@ use std::{
     time::Duration,
 };
 
+use futures::StreamExt;
 use ledger_model::{AccountId, Currency};
 use sqlx::PgPool;
 use tokio::{
-    sync::{Notify, Semaphore, mpsc, oneshot},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
     time::Instant as TokioInstant,
 };
 
@@ -96,9 +101,9 @@ async fn collect(mut rx: mpsc::Receiver<Pending>, exec: Executor, cfg: BatchConf
         let locks = Busy::take(&busy, &batch);
         let exec = exec.clone();
         tokio::spawn(async move {
-            exec.run(batch).await;
+            // the slot goes back before any retry of its requests alone (see `retry_alone`)
+            exec.run(batch, Some(slot)).await;
             drop(locks); // also when `run` panics: a stuck mark would hold later batches back
-            drop(slot);
         });
     }
 }
@@ -138,6 +143,9 @@ async fn hold_while_conflicting(
         metrics::counter!("transfer_batches_held_total").increment(1);
     }
 }
+
+/// Requests of a failed batch retried alone at the same time (each holds a connection).
+const RETRIES_AT_ONCE: usize = 8;
 
 /// The longest a batch is held back for a conflicting one.
 const HOLD_AT_MOST: Duration = Duration::from_millis(250);
@@ -232,18 +240,44 @@ impl Drop for Locks {
 pub struct Executor {
     db: PgPool,
     max_transfer_amount: i64,
+    /// The longest one call may wait for a row lock (`batch.lock_timeout_ms`).
+    lock_timeout: Duration,
+    /// Accounts found locked by someone else after a batch ran out of lock time, until when they
+    /// stay suspect: requests that need one go alone, so they cannot make another whole batch
+    /// wait out a lock timeout.
+    suspects: Arc<Mutex<HashMap<LockKey, std::time::Instant>>>,
 }
 
 impl Executor {
-    pub fn new(db: PgPool, max_transfer_amount: i64) -> Self {
+    pub fn new(db: PgPool, max_transfer_amount: i64, lock_timeout: Duration) -> Self {
         Self {
             db,
             max_transfer_amount,
+            lock_timeout,
+            suspects: Arc::default(),
         }
     }
 
-    /// Applies a batch and answers every request in it (see the module docs).
-    pub async fn run(&self, items: Vec<Pending>) {
+    /// Whether a request needs an account that was found locked a moment ago.
+    fn is_suspect(&self, p: &Pending) -> bool {
+        let now = std::time::Instant::now();
+        let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        suspects.retain(|_, until| *until > now);
+        !suspects.is_empty() && LockKey::of(&p.cmd).iter().any(|k| suspects.contains_key(k))
+    }
+
+    /// Marks keys as suspect for a while (twice the lock timeout, at least 1 s).
+    fn suspect(&self, keys: impl IntoIterator<Item = LockKey>) {
+        let until = std::time::Instant::now() + (self.lock_timeout * 2).max(Duration::from_secs(1));
+        let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        for key in keys {
+            suspects.insert(key, until);
+        }
+    }
+
+    /// Applies a batch and answers every request in it (see the module docs). `slot` is the
+    /// batch's place among those in flight, given back once its own call is done.
+    pub async fn run(&self, items: Vec<Pending>, slot: Option<OwnedSemaphorePermit>) {
         let now = std::time::Instant::now();
         let mut live: Vec<Pending> = Vec::with_capacity(items.len());
         for p in items {
@@ -259,11 +293,17 @@ impl Executor {
             return;
         }
         metrics::histogram!("transfer_batch_size").record(live.len() as f64);
+        if live.len() > 1 && live.iter().any(|p| self.is_suspect(p)) {
+            let (suspect, normal): (Vec<Pending>, Vec<Pending>) =
+                live.into_iter().partition(|p| self.is_suspect(p));
+            drop(slot);
+            let alone = self.try_alone(suspect);
+            let together = self.run_together(normal);
+            futures::join!(alone, together);
+            return;
+        }
         let started = std::time::Instant::now();
-        let result = {
-            let cmds: Vec<&Command> = live.iter().map(|p| &p.cmd).collect();
-            self.call(&cmds).await
-        };
+        let result = self.call(&live).await;
         metrics::histogram!("transfer_batch_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -272,40 +312,203 @@ impl Executor {
                     answer(p, r);
                 }
             }
-            Err(e) if live.len() == 1 => {
-                if let Some(p) = live.pop() {
-                    answer(p, Err(e));
-                }
-            }
             Err(e) => {
-                let rolled_back = e.certainly_not_applied();
-                tracing::warn!(
-                    error = %e,
-                    size = live.len(),
-                    rolled_back,
-                    "batch failed; retrying its transfers one by one"
-                );
-                metrics::counter!("transfer_batch_failures_total").increment(1);
-                for p in live {
-                    // a caller that left will retry with its key (or not at all)
-                    let gone = p.reply.is_closed()
-                        || p.deadline.is_some_and(|d| d <= std::time::Instant::now());
-                    if !rolled_back && (gone || p.cmd.idempotency_key.is_none()) {
-                        answer(p, Err(LedgerError::OutcomeUnknown));
-                        continue;
-                    }
-                    if gone {
-                        answer(p, Err(LedgerError::DeadlineExceeded));
-                        continue;
-                    }
-                    let r = self
-                        .call(&[&p.cmd])
-                        .await
-                        .and_then(|v| v.into_iter().next().unwrap_or(Err(missing(0))));
-                    answer(p, r);
+                // retries must not keep later batches out: one that waits on a locked row again
+                // would hold the slot for another lock timeout
+                if matches!(e, LedgerError::AccountBusy) && live.len() > 1 {
+                    self.split_around_locked(live, slot).await;
+                } else {
+                    drop(slot);
+                    self.retry_alone(live, e).await;
                 }
             }
         }
+    }
+
+    /// One call for `items` (no slot of its own: it runs beside suspects retried alone).
+    async fn run_together(&self, items: Vec<Pending>) {
+        if items.is_empty() {
+            return;
+        }
+        match self.call(&items).await {
+            Ok(results) => {
+                for (p, r) in items.into_iter().zip(results) {
+                    answer(p, r);
+                }
+            }
+            Err(LedgerError::AccountBusy) if items.len() > 1 => {
+                self.split_around_locked(items, None).await
+            }
+            Err(e) => self.retry_alone(items, e).await,
+        }
+    }
+
+    /// After a batch ran out of lock time (nothing of it applied): asks which of its accounts
+    /// are locked right now and marks them suspect; the requests that need one are tried alone
+    /// (one still locked out runs out of lock time again and is answered `account_busy`: nothing
+    /// moved, the caller retries with its key; one that only met another batch's lock goes
+    /// through), and the others are applied as one batch again at once, beside them. So one row
+    /// held elsewhere delays the rest by one lock timeout only. The batch's slot is given back
+    /// once the suspects are marked, so the next batch already sends their requests alone.
+    async fn split_around_locked(&self, live: Vec<Pending>, slot: Option<OwnedSemaphorePermit>) {
+        let mut ids: Vec<i64> = Vec::new();
+        let mut currencies: Vec<String> = Vec::new();
+        for p in &live {
+            for key in LockKey::of(&p.cmd) {
+                match key {
+                    LockKey::Account(id) => ids.push(id.get()),
+                    LockKey::System(currency) => {
+                        if !currencies.iter().any(|c| c == currency.as_str()) {
+                            currencies.push(currency.as_str().to_owned());
+                        }
+                    }
+                    LockKey::Hold(_) => {}
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let currencies: Vec<&str> = currencies.iter().map(String::as_str).collect();
+        let (locked_ids, locked_currencies) =
+            match store::find_locked_accounts(&self.db, &ids, &currencies).await {
+                Ok(locked) => locked,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell which accounts are locked");
+                    drop(slot);
+                    return self.retry_alone(live, LedgerError::AccountBusy).await;
+                }
+            };
+        let needs_locked = |p: &Pending| {
+            LockKey::of(&p.cmd).iter().any(|key| match key {
+                LockKey::Account(id) => locked_ids.contains(&id.get()),
+                LockKey::System(currency) => {
+                    locked_currencies.iter().any(|c| c == currency.as_str())
+                }
+                LockKey::Hold(_) => false,
+            })
+        };
+        let (busy, rest): (Vec<Pending>, Vec<Pending>) = live.into_iter().partition(needs_locked);
+        tracing::warn!(
+            locked_accounts = ?locked_ids,
+            locked_system_currencies = ?locked_currencies,
+            alone = busy.len(),
+            together = rest.len(),
+            "batch ran out of lock time; requests on locked accounts tried alone"
+        );
+        metrics::counter!("transfer_batch_failures_total").increment(1);
+        self.suspect(
+            locked_ids
+                .iter()
+                .filter_map(|id| AccountId::parse(*id, "id").ok())
+                .map(LockKey::Account)
+                .chain(
+                    busy.iter()
+                        .flat_map(|p| LockKey::of(&p.cmd))
+                        .filter(|k| matches!(k, LockKey::System(c) if locked_currencies.iter().any(|l| l == c.as_str()))),
+                ),
+        );
+        drop(slot);
+        let together = async {
+            if let Some((rest, e)) = self.call_rest(rest).await {
+                self.retry_alone(rest, e).await;
+            }
+        };
+        futures::join!(self.try_alone(busy), together);
+    }
+
+    /// Tries each request alone, side by side, and answers it from its own try.
+    async fn try_alone(&self, items: Vec<Pending>) {
+        futures::stream::iter(items.into_iter().map(|p| async move {
+            let r = self
+                .call(std::slice::from_ref(&p))
+                .await
+                .and_then(|v| v.into_iter().next().unwrap_or(Err(missing(0))));
+            answer(p, r);
+        }))
+        .buffer_unordered(RETRIES_AT_ONCE)
+        .collect::<Vec<()>>()
+        .await;
+    }
+
+    /// Applies what is left after a split as one batch; on a failure of the whole call hands the
+    /// requests back with the error (a second split is not tried).
+    async fn call_rest(&self, rest: Vec<Pending>) -> Option<(Vec<Pending>, LedgerError)> {
+        if rest.is_empty() {
+            return None;
+        }
+        match self.call(&rest).await {
+            Ok(results) => {
+                for (p, r) in rest.into_iter().zip(results) {
+                    answer(p, r);
+                }
+                None
+            }
+            Err(e) => Some((rest, e)),
+        }
+    }
+
+    /// After a call that failed as a whole (not a business failure of one request). If the
+    /// database reported the failure, nothing of the batch applied: a batch of one gets that
+    /// answer; a larger batch's requests are retried alone, side by side, so those that do not
+    /// meet the cause (an account locked elsewhere) go through at once, and each is answered from
+    /// its own retry. If the connection broke so that a commit may have happened, only requests
+    /// with an idempotency key are retried (a replay is safe) and the rest are answered
+    /// `outcome_unknown` — as is a retry that cannot tell either (it fails without an answer).
+    async fn retry_alone(&self, live: Vec<Pending>, e: LedgerError) {
+        let rolled_back = e.certainly_not_applied();
+        if rolled_back && live.len() == 1 {
+            if let Some(p) = live.into_iter().next() {
+                answer(p, Err(e));
+            }
+            return;
+        }
+        tracing::warn!(
+            error = %e,
+            size = live.len(),
+            rolled_back,
+            "batch failed; retrying its requests alone"
+        );
+        metrics::counter!("transfer_batch_failures_total").increment(1);
+        let retries = live.into_iter().map(|p| async move {
+            // a caller that left will retry with its key (or not at all)
+            let gone =
+                p.reply.is_closed() || p.deadline.is_some_and(|d| d <= std::time::Instant::now());
+            if !rolled_back && (gone || p.cmd.idempotency_key.is_none()) {
+                return answer(p, Err(LedgerError::OutcomeUnknown));
+            }
+            if gone {
+                return answer(p, Err(LedgerError::DeadlineExceeded));
+            }
+            let r = self
+                .call(std::slice::from_ref(&p))
+                .await
+                .and_then(|v| v.into_iter().next().unwrap_or(Err(missing(0))));
+            let r = match r {
+                // the first attempt may have committed; only an answer of the ledger tells
+                Err(e) if !rolled_back && !matches!(e, LedgerError::Refused(_)) => {
+                    Err(LedgerError::OutcomeUnknown)
+                }
+                r => r,
+            };
+            answer(p, r);
+        });
+        futures::stream::iter(retries)
+            .buffer_unordered(RETRIES_AT_ONCE)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    /// How long this call may wait for a row lock: the configured bound, and never past the
+    /// earliest deadline among its requests (a request answered `deadline_exceeded` must not be
+    /// applied later).
+    fn lock_timeout_ms(&self, items: &[Pending]) -> i32 {
+        let now = std::time::Instant::now();
+        let bound = items
+            .iter()
+            .filter_map(|p| p.deadline)
+            .map(|d| d.saturating_duration_since(now))
+            .fold(self.lock_timeout, Duration::min);
+        i32::try_from(bound.as_millis()).unwrap_or(i32::MAX).max(1)
     }
 
     /// One call of `ledger.transfer_batch` (`store::apply_batch`): `Ok` with each command's own
@@ -313,9 +516,11 @@ impl Executor {
     /// database reported it).
     async fn call(
         &self,
-        cmds: &[&Command],
+        items: &[Pending],
     ) -> Result<Vec<Result<Outcome, LedgerError>>, LedgerError> {
-        let rows = store::apply_batch(&self.db, cmds, self.max_transfer_amount)
+        let cmds: Vec<&Command> = items.iter().map(|p| &p.cmd).collect();
+        let lock_timeout_ms = Some(self.lock_timeout_ms(items));
+        let rows = store::apply_batch(&self.db, &cmds, self.max_transfer_amount, lock_timeout_ms)
             .await
             .map_err(LedgerError::from_db)?;
         let mut results: Vec<Option<Result<Outcome, LedgerError>>> =

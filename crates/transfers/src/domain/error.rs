@@ -150,6 +150,10 @@ pub enum LedgerError {
     /// still safe to retry.
     #[error("conflict")]
     Conflict,
+    /// An account the request touches stayed locked by another transaction (an operator's
+    /// session, a stuck batch) past the lock timeout; nothing was applied.
+    #[error("account_busy")]
+    AccountBusy,
     /// The batch queue is full: refused at once instead of queueing without end.
     #[error("transfer_queue_full")]
     QueueFull,
@@ -187,6 +191,8 @@ impl LedgerError {
                 Self::IdempotencyConflict
             }
             Some("40P01" | "40001") => Self::Conflict,
+            // lock_not_available: transfer_batch's lock_timeout ran out
+            Some("55P03") => Self::AccountBusy,
             _ => Self::Database(e),
         }
     }
@@ -208,7 +214,7 @@ impl LedgerError {
                 e.as_database_error().is_some()
                     || matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
             }
-            Self::Conflict | Self::IdempotencyConflict => true,
+            Self::Conflict | Self::IdempotencyConflict | Self::AccountBusy => true,
             _ => false,
         }
     }
@@ -219,6 +225,7 @@ impl LedgerError {
             Self::Refused(r) => r.reason(),
             Self::IdempotencyConflict => "idempotency_conflict",
             Self::Conflict => "conflict",
+            Self::AccountBusy => "account_busy",
             Self::QueueFull => "transfer_queue_full",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Unavailable => "ledger_unavailable",
@@ -239,6 +246,12 @@ impl From<LedgerError> for ApiError {
                 reason,
                 "a concurrent request conflicted; retry with the same idempotency key",
             ),
+            LedgerError::AccountBusy => ApiError::unavailable(
+                reason,
+                "an account of this request is locked by another transaction; nothing was moved, \
+                 retry shortly with the same idempotency key",
+            )
+            .with_retry_after(1),
             LedgerError::QueueFull => ApiError::unavailable(
                 reason,
                 "too many transfers are waiting; retry shortly with the same idempotency key",

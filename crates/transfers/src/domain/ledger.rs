@@ -29,7 +29,8 @@ pub struct Ledger {
 impl Ledger {
     /// Starts the batcher task (when enabled); call inside the Tokio runtime.
     pub fn new(db: PgPool, max_transfer_amount: i64, batch: &BatchConfig) -> Self {
-        let exec = Executor::new(db, max_transfer_amount);
+        let lock_timeout = std::time::Duration::from_millis(batch.lock_timeout_ms);
+        let exec = Executor::new(db, max_transfer_amount, lock_timeout);
         let queue = batch.enabled.then(|| batch::start(exec.clone(), batch));
         Self { exec, queue }
     }
@@ -54,7 +55,7 @@ impl Ledger {
                 Err(TrySendError::Full(p)) => return refuse(p, LedgerError::QueueFull),
                 Err(TrySendError::Closed(p)) => return refuse(p, LedgerError::Unavailable),
             },
-            None => self.exec.run(vec![pending]).await,
+            None => self.exec.run(vec![pending], None).await,
         }
         answer.await.unwrap_or(Err(LedgerError::Unavailable))
     }

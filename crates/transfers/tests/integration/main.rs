@@ -4,6 +4,7 @@
 mod batching;
 mod concurrency;
 mod holds;
+mod locked_rows;
 mod migrations;
 mod sql_reasons;
 mod support;
