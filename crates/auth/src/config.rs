@@ -50,6 +50,10 @@ pub struct SessionConfig {
     /// Lifetime of a session (and so of every refresh token it hands out); rotation does not
     /// extend it, so a stolen-and-rotated chain still ends.
     pub refresh_token_ttl_secs: u64,
+    /// A refresh token presented again this soon after it was renewed is a retry (a client that
+    /// timed out, or concurrent renews) and gets the same answer; later it is reuse and revokes
+    /// the session (RFC 9700). 0: every second presentation is reuse.
+    pub refresh_retry_window_secs: u64,
 }
 
 impl Default for SessionConfig {
@@ -57,6 +61,7 @@ impl Default for SessionConfig {
         Self {
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 7 * 24 * 3600,
+            refresh_retry_window_secs: 5,
         }
     }
 }
@@ -185,6 +190,11 @@ impl Validate for Config {
             "session.refresh_token_ttl_secs",
             s.refresh_token_ttl_secs,
             1..=YEAR_SECS,
+        )?;
+        ensure_in_range(
+            "session.refresh_retry_window_secs",
+            s.refresh_retry_window_secs,
+            0..=60,
         )?;
 
         let p = &self.password;

@@ -32,6 +32,8 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         platform::revocations::follow(keys.maker(cfg.token.kind), &revocations, shutdown.clone())?;
     let auth = Auth {
         db: db.clone(),
+        redis: redis.clone(),
+        key_prefix: cfg.redis.key_prefix.clone(),
         hasher,
         tokens,
         throttle: Throttle::new(

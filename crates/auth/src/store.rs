@@ -350,8 +350,10 @@ pub async fn insert_refresh_token(
         .map(|_| ())
 }
 
-/// A presented refresh token with its session and user, the session row locked so concurrent
-/// renewals of one session are serialised.
+/// A presented refresh token with its session and user, the session and token rows locked so
+/// concurrent renewals of one session are serialised. The token row is locked too so that a renew
+/// that waited sees the `rotated_at` the one before it wrote (PostgreSQL re-reads only the rows
+/// it locks after a wait; it used to see NULL and fail on `refresh_tokens_one_current`).
 #[derive(Debug, sqlx::FromRow)]
 pub struct RefreshLookup {
     pub session_id: Uuid,
@@ -376,7 +378,7 @@ pub async fn lock_refresh_token(
          JOIN auth.sessions s ON s.id = t.session_id
          JOIN auth.users u ON u.username = s.username
          WHERE t.token_hash = $1
-         FOR UPDATE OF s",
+         FOR UPDATE OF s, t",
     )
     .bind(token_hash)
     .fetch_optional(conn)
@@ -471,6 +473,36 @@ pub fn login_failures_ip_key(prefix: &str, ip: &str) -> String {
 /// The resend-verification counter of one username.
 pub fn resend_requests_key(prefix: &str, username: &str) -> String {
     format!("{prefix}auth:resend_verification:{username}")
+}
+
+/// The sealed answer of the renew that spent the refresh token whose hash is `token_hash`.
+pub fn renew_answer_key(prefix: &str, token_hash: &[u8]) -> String {
+    let hex: String = token_hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}auth:renew_answer:{hex}")
+}
+
+/// Keeps a renew's sealed answer for `ttl_secs`.
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.set_renew_answer", otel.kind = "client", db.system = "redis"))]
+pub async fn set_renew_answer(
+    redis: &Pool,
+    key: &str,
+    sealed: &[u8],
+    ttl_secs: u64,
+) -> redis::RedisResult<()> {
+    let mut conn = redis.get().await.map_err(to_redis_err)?;
+    redis::cmd("SET")
+        .arg(key)
+        .arg(sealed)
+        .arg("EX")
+        .arg(ttl_secs)
+        .query_async(&mut *conn)
+        .await
+}
+
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.get_renew_answer", otel.kind = "client", db.system = "redis"))]
+pub async fn get_renew_answer(redis: &Pool, key: &str) -> redis::RedisResult<Option<Vec<u8>>> {
+    let mut conn = redis.get().await.map_err(to_redis_err)?;
+    redis::cmd("GET").arg(key).query_async(&mut *conn).await
 }
 
 /// A counter and how long its window has left.

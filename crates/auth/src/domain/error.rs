@@ -23,6 +23,9 @@ pub enum AuthError {
     RefreshTokenUnknown,
     #[error("refresh token reused")]
     RefreshTokenReused,
+    /// Presented again within the retry window, but the first renew's answer cannot be had.
+    #[error("refresh token just renewed")]
+    RefreshTokenJustRenewed,
     #[error("session blocked")]
     SessionBlocked,
     #[error("session expired")]
@@ -114,6 +117,11 @@ impl From<AuthError> for ApiError {
             RefreshTokenReused => ApiError::unauthenticated(
                 "refresh_token_reused",
                 "this refresh token was already used; the session is revoked, log in again",
+            ),
+            RefreshTokenJustRenewed => ApiError::unauthenticated(
+                "refresh_token_just_renewed",
+                "this refresh token was renewed moments ago and that answer cannot be given \
+                 again; use the tokens it returned, or log in again",
             ),
             SessionBlocked => ApiError::unauthenticated(
                 "session_blocked",

@@ -32,6 +32,9 @@ pub use crate::store::User;
 #[derive(Clone)]
 pub struct Auth {
     pub db: PgPool,
+    /// Redis for the answers kept for renew retries (`sessions::renew`).
+    pub redis: deadpool_redis::Pool,
+    pub key_prefix: String,
     pub hasher: Hasher,
     pub tokens: Arc<dyn TokenMaker>,
     pub throttle: Throttle,

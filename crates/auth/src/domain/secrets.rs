@@ -18,6 +18,32 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// Encrypts `plaintext` (XChaCha20-Poly1305, random nonce) under a key derived from `token`, so
+/// only someone who presents `token` again can read it. The key is SHA-256 of a label and the
+/// token: not the stored [`token_hash`], so what the database or Redis holds does not open it.
+pub fn seal_for_token(
+    token: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, orion::errors::UnknownCryptoError> {
+    orion::aead::seal(&key_of(token)?, plaintext)
+}
+
+/// The plaintext of [`seal_for_token`]'s output, given the same token.
+pub fn open_with_token(
+    token: &str,
+    sealed: &[u8],
+) -> Result<Vec<u8>, orion::errors::UnknownCryptoError> {
+    orion::aead::open(&key_of(token)?, sealed)
+}
+
+fn key_of(token: &str) -> Result<orion::aead::SecretKey, orion::errors::UnknownCryptoError> {
+    let mut hasher = Sha256::new();
+    hasher.update(b"transactions-auth renew-retry v1\0");
+    hasher.update(token.as_bytes());
+    let key: [u8; 32] = hasher.finalize().into();
+    orion::aead::SecretKey::try_from(&key[..])
+}
+
 /// Constant-time comparison of two secrets.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
@@ -43,5 +69,18 @@ mod tests {
         assert_eq!(token_hash(&a).len(), 32);
         assert!(secrets_equal(&a, &a.clone()));
         assert!(!secrets_equal(&a, &b));
+    }
+
+    #[test]
+    fn what_is_sealed_for_a_token_opens_only_with_that_token() {
+        let (a, b) = (random_token(), random_token());
+        let sealed = seal_for_token(&a, b"the new pair").unwrap();
+        assert_eq!(open_with_token(&a, &sealed).unwrap(), b"the new pair");
+        assert!(open_with_token(&b, &sealed).is_err());
+        assert_ne!(
+            seal_for_token(&a, b"the new pair").unwrap(),
+            sealed,
+            "fresh nonce"
+        );
     }
 }

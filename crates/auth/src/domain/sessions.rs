@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::{Auth, AuthError, User, Username, secrets};
 use crate::store;
 
-/// Tokens handed out by login and renew.
-#[derive(Debug)]
+/// Tokens handed out by login and renew (serialised only sealed: see [`renew`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Issued {
     pub session_id: Uuid,
     pub access_token: String,
@@ -99,9 +99,19 @@ pub async fn login(
 }
 
 /// Rotates: the presented token is spent and a new one issued. Presenting a spent token again
-/// revokes the session (the thief's and the owner's newest token both stop working).
+/// revokes the session (the thief's and the owner's newest token both stop working), unless it
+/// comes within `session.refresh_retry_window_secs` of the renew that spent it: then it is a retry
+/// (a client whose answer was lost, or concurrent renews) and gets that renew's answer again.
+///
+/// That answer is kept in Redis under the spent token's hash for the window, sealed
+/// (XChaCha20-Poly1305) with a key derived from the spent token itself
+/// ([`secrets::seal_for_token`]): the new refresh token is never stored readable, and only the
+/// holder of the spent token, who may have the answer anyway, can open it. It is written before
+/// the rotation commits, while the session row is locked, so a concurrent renew waiting on that
+/// lock finds it.
 pub async fn renew(auth: &Auth, refresh_token: &str) -> Result<Issued, AuthError> {
-    let hash = secrets::token_hash(refresh_token.trim());
+    let presented = refresh_token.trim();
+    let hash = secrets::token_hash(presented);
     let mut tx = auth.db.begin().await?;
     let found = store::lock_refresh_token(&mut tx, &hash)
         .await?
@@ -109,7 +119,12 @@ pub async fn renew(auth: &Auth, refresh_token: &str) -> Result<Issued, AuthError
     if found.blocked {
         return Err(AuthError::SessionBlocked);
     }
-    if found.rotated_at.is_some() {
+    if let Some(rotated_at) = found.rotated_at {
+        let window = secs(auth.session.refresh_retry_window_secs);
+        if Utc::now() - rotated_at <= window {
+            drop(tx);
+            return renew_again(auth, presented, &hash, found.session_id).await;
+        }
         store::block_session(
             &mut *tx,
             found.session_id,
@@ -130,7 +145,6 @@ pub async fn renew(auth: &Auth, refresh_token: &str) -> Result<Issued, AuthError
     let new_token = secrets::random_token();
     store::insert_refresh_token(&mut tx, &secrets::token_hash(&new_token), found.session_id)
         .await?;
-    tx.commit().await?;
 
     let role = found.role;
     let (access_token, access_expires_at) = access(
@@ -140,14 +154,72 @@ pub async fn renew(auth: &Auth, refresh_token: &str) -> Result<Issued, AuthError
         found.session_id,
         found.email_verified,
     )?;
-    Ok(Issued {
+    let issued = Issued {
         session_id: found.session_id,
         access_token,
         access_expires_at,
         refresh_token: new_token,
         // the session's absolute end: rotation does not extend it
         refresh_expires_at: found.expires_at,
-    })
+    };
+    keep_answer(auth, presented, &hash, &issued).await;
+    tx.commit().await?;
+    Ok(issued)
+}
+
+/// Keeps `issued` for a retry of the renew that spent `presented` (see [`renew`]). Without it a
+/// retry is told to log in again, so a failure here is logged but does not fail the renew.
+async fn keep_answer(auth: &Auth, presented: &str, hash: &[u8], issued: &Issued) {
+    let window = auth.session.refresh_retry_window_secs;
+    if window == 0 {
+        return;
+    }
+    let sealed = serde_json::to_vec(issued)
+        .map_err(|e| e.to_string())
+        .and_then(|plain| {
+            secrets::seal_for_token(presented, &plain).map_err(|_| "sealing failed".to_owned())
+        });
+    let result = match sealed {
+        Ok(sealed) => {
+            let key = store::renew_answer_key(&auth.key_prefix, hash);
+            // one second more than the window: the window is judged by the database's clock
+            store::set_renew_answer(&auth.redis, &key, &sealed, window + 1)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(error) = result {
+        metrics::counter!("renew_answer_unsaved_total").increment(1);
+        tracing::warn!(%error, session_id = %issued.session_id,
+            "cannot keep the renew's answer for a retry; a retry will be told to log in again");
+    }
+}
+
+/// The answer of the renew that spent `presented` moments ago, or `RefreshTokenJustRenewed`
+/// (the session stays) when it cannot be had.
+async fn renew_again(
+    auth: &Auth,
+    presented: &str,
+    hash: &[u8],
+    session_id: Uuid,
+) -> Result<Issued, AuthError> {
+    let key = store::renew_answer_key(&auth.key_prefix, hash);
+    let sealed = match store::get_renew_answer(&auth.redis, &key).await {
+        Ok(Some(sealed)) => sealed,
+        Ok(None) => return Err(AuthError::RefreshTokenJustRenewed),
+        Err(error) => {
+            tracing::warn!(%error, %session_id, "cannot read a renew's answer for its retry");
+            return Err(AuthError::RefreshTokenJustRenewed);
+        }
+    };
+    let issued = secrets::open_with_token(presented, &sealed)
+        .ok()
+        .and_then(|plain| serde_json::from_slice::<Issued>(&plain).ok())
+        .ok_or_else(|| AuthError::Internal("a kept renew answer does not open".into()))?;
+    metrics::counter!("renew_retries_answered_total").increment(1);
+    tracing::info!(%session_id, "renew retried within the window: the same answer again");
+    Ok(issued)
 }
 
 /// Revokes the caller's session (the `sid` of their access token).

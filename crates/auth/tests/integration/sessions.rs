@@ -166,7 +166,8 @@ async fn renew_rotates_the_refresh_token_and_the_old_one_stops_working() {
 
 #[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_session_including_the_newest_token() {
-    let app = app().await;
+    // no retry window: the second presentation is reuse at once (the window has its own tests)
+    let app = app_with(|c| c.session.refresh_retry_window_secs = 0).await;
     let s = app.user_session("ann").await;
     let newest = app.renew(&s.refresh_token).await.unwrap();
     let err = app.renew(&s.refresh_token).await.unwrap_err();
@@ -180,6 +181,94 @@ async fn reusing_a_rotated_refresh_token_revokes_the_session_including_the_newes
             .await
             .unwrap();
     assert_eq!(reason.as_deref(), Some("refresh_token_reused"));
+}
+
+#[tokio::test]
+async fn ten_concurrent_renews_with_one_refresh_token_get_the_same_pair_and_keep_the_session() {
+    let app = app().await;
+    let s = app.user_session("ann").await;
+    let mut renews = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let mut client = app.client();
+        let refresh_token = s.refresh_token.clone();
+        renews.spawn(async move {
+            client
+                .renew_access_token(pb::RenewAccessTokenRequest { refresh_token })
+                .await
+                .map(|r| r.into_inner())
+        });
+    }
+    let answers: Vec<_> = renews
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.expect("a retry within the window is answered"))
+        .collect();
+    let first = &answers[0];
+    assert_ne!(first.refresh_token, s.refresh_token);
+    for a in &answers {
+        assert_eq!(
+            (&a.access_token, &a.refresh_token, &a.session_id),
+            (&first.access_token, &first.refresh_token, &first.session_id)
+        );
+        assert_eq!(a.access_token_expires_at, first.access_token_expires_at);
+        assert_eq!(a.refresh_token_expires_at, first.refresh_token_expires_at);
+    }
+    // one rotation happened, and the session lives on through its new token
+    let (tokens,): (i64,) = sqlx::query_as("SELECT count(*) FROM auth.refresh_tokens")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 2, "the first token and the one new token");
+    app.renew(&first.refresh_token)
+        .await
+        .expect("the session was not revoked");
+
+    // what is kept for the retry does not show the new refresh token
+    let kept = redis_values(&app, "auth:renew_answer:*").await;
+    assert!(!kept.is_empty(), "an answer is kept for the window");
+    for v in kept {
+        let text = String::from_utf8_lossy(&v);
+        assert!(!text.contains(&first.refresh_token) && !text.contains(&first.access_token));
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_token_presented_again_after_the_retry_window_is_reuse_and_revokes() {
+    let app = app_with(|c| c.session.refresh_retry_window_secs = 1).await;
+    let s = app.user_session("ann").await;
+    let newest = app.renew(&s.refresh_token).await.unwrap();
+    let again = app
+        .renew(&s.refresh_token)
+        .await
+        .expect("within 1 s: a retry");
+    assert_eq!(again.refresh_token, newest.refresh_token);
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let err = app.renew(&s.refresh_token).await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "refresh_token_reused");
+    let err = app.renew(&newest.refresh_token).await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "session_blocked");
+}
+
+/// The values of this test's Redis keys matching `pattern` (under its prefix).
+async fn redis_values(app: &App, pattern: &str) -> Vec<Vec<u8>> {
+    let client = redis::Client::open(test_support::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}{pattern}", app.redis.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    for key in keys {
+        let v: Vec<u8> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        values.push(v);
+    }
+    values
 }
 
 #[tokio::test]
