@@ -5,6 +5,7 @@
 //! reply back into JSON by reflection, [`upstream`] forwards the encoded message to the service of
 //! the proto package, [`openapi`] describes the same routes. Adding an RPC needs no code here.
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connections;
