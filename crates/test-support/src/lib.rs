@@ -316,3 +316,32 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
 pub fn verifier(keys: &Keys) -> std::sync::Arc<dyn TokenMaker> {
     keys.maker(TokenKind::Paseto)
 }
+
+/// Set in the child process that runs one test alone (see [`ran_in_own_process`]).
+const OWN_PROCESS: &str = "TEST_SUPPORT_OWN_PROCESS";
+
+/// Runs test `name` (its path in this test binary, `logs::…`) alone in a child process of the
+/// binary and fails if it fails there; `true` when it did. `false` when already in that child:
+/// the caller runs its body then. For a test that installs the global tracing subscriber, reads
+/// the process-wide metrics recorder or measures the process's memory: each test crate has one
+/// integration-test binary, whose other tests run in the same process at the same time.
+pub fn ran_in_own_process(name: &str) -> bool {
+    if std::env::var_os(OWN_PROCESS).is_some() {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(OWN_PROCESS, "1")
+        .output()
+        .expect("re-running the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // exactly one test ran: a misspelt or renamed test would otherwise run nothing and pass
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{name} failed in its own process ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    true
+}

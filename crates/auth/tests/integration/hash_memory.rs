@@ -7,8 +7,6 @@
 
 use auth::{config::PasswordConfig, domain::Hasher};
 
-/// Set in the child process: there the test measures instead of starting a child.
-const CHILD_ENV: &str = "AUTH_HASH_MEMORY_CHILD";
 /// The test's name as the test harness knows it (the binary's name left out).
 const TEST_NAME: &str = "hash_memory::a_burst_of_logins_keeps_memory_to_the_hashes_allowed_at_once";
 
@@ -23,23 +21,7 @@ fn kib(field: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_logins_keeps_memory_to_the_hashes_allowed_at_once() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, "1")
-            .output()
-            .expect("run the test again in a process of its own");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "the measuring process failed:\n{stdout}\n{stderr}"
-        );
-        // a renamed test would match nothing and "pass" without measuring
-        assert!(
-            stdout.contains("1 passed"),
-            "the measuring process ran no test:\n{stdout}"
-        );
+    if test_support::ran_in_own_process(TEST_NAME) {
         return;
     }
 

@@ -9,7 +9,7 @@ use std::{
 
 use crate::support::*;
 use platform::config::{LogFormat, TelemetryConfig};
-use test_support::TestRedis;
+use test_support::{TestRedis, ran_in_own_process};
 
 struct Sink(Arc<Mutex<Vec<u8>>>);
 
@@ -21,32 +21,6 @@ impl Write for Sink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// Set in the child process that runs a test needing a process of its own.
-const OWN_PROCESS: &str = "MAILER_TEST_OWN_PROCESS";
-
-/// Runs test `name` (its path in this binary) alone in a child process of this test binary and
-/// fails if it fails there: a test that installs the global tracing subscriber must not see (or
-/// change) the other tests' logs. `false` when already in that child: run the test body then.
-fn ran_in_own_process(name: &str) -> bool {
-    if std::env::var_os(OWN_PROCESS).is_some() {
-        return false;
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = std::process::Command::new(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(OWN_PROCESS, "1")
-        .output()
-        .expect("re-running the test binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("test result: ok. 1 passed"),
-        "{name} failed in its own process ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    true
 }
 
 #[tokio::test]

@@ -3,10 +3,9 @@
 //! server that records what the mailer sends ([`smtp`]); running a test alone in a child process
 //! ([`ran_in_own_process`]).
 
-mod own_process;
 pub mod smtp;
 
-pub use own_process::ran_in_own_process;
+pub use test_support::ran_in_own_process;
 
 use std::{collections::BTreeMap, time::Duration};
 
