@@ -88,6 +88,15 @@ impl GatewayError {
         e
     }
 
+    /// The same reason and message as the services' own check (`platform::caller`).
+    pub fn missing_token() -> Self {
+        Self::new(
+            Code::Unauthenticated,
+            "missing_token",
+            "missing authorization: send `Bearer <access token>`",
+        )
+    }
+
     pub fn route_not_found(method: &http::Method, path: &str) -> Self {
         Self::new(
             Code::NotFound,

@@ -156,6 +156,11 @@ async fn transcode_and_call(
     req: Request,
     request_id: &str,
 ) -> Result<Vec<u8>, GatewayError> {
+    // no token, no further look: a stranger learns nothing about the input rules of a route it
+    // may not call (401, not the 400 of a body check), and no body is read for it
+    if route.needs_token() && !req.headers().contains_key(header::AUTHORIZATION) {
+        return Err(GatewayError::missing_token());
+    }
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

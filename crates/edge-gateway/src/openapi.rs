@@ -8,16 +8,8 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     field_path,
-    routes::{BodyRule, Route, RouteTable},
+    routes::{BodyRule, PUBLIC_RPCS, Route, RouteTable},
 };
-
-/// RPCs callable without a bearer token (they create or exchange credentials).
-pub const PUBLIC_RPCS: [&str; 4] = [
-    "transactions.auth.v1.AuthService.CreateUser",
-    "transactions.auth.v1.AuthService.LoginUser",
-    "transactions.auth.v1.AuthService.RenewAccessToken",
-    "transactions.auth.v1.AuthService.VerifyEmail",
-];
 
 pub fn document(table: &RouteTable, public_base_url: &str) -> Value {
     let mut schemas = Schemas::default();
@@ -352,7 +344,8 @@ impl Schemas {
                 required.push(Value::String(f.name().to_owned()));
             }
         }
-        let mut s = json!({"type": "object", "properties": props});
+        // unknown fields are refused (400), so the schema says there are none
+        let mut s = json!({"type": "object", "properties": props, "additionalProperties": false});
         if !required.is_empty() {
             s["required"] = Value::Array(required);
         }
@@ -401,17 +394,24 @@ impl Schemas {
             Kind::Uint32 | Kind::Fixed32 => {
                 json!({"type": "integer", "format": "int64", "minimum": 0})
             }
-            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
-                json!({"type": "string", "format": "int64", "description": "A 64-bit integer as a JSON string (a number is accepted on input)."})
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+                json!({"type": "string", "format": "int64", "pattern": "^-?[0-9]{1,19}$", "description": "A 64-bit integer as a JSON string (a number is accepted on input)."})
+            }
+            Kind::Uint64 | Kind::Fixed64 => {
+                json!({"type": "string", "format": "int64", "pattern": "^[0-9]{1,20}$", "description": "A 64-bit integer as a JSON string (a number is accepted on input)."})
             }
             Kind::Bool => json!({"type": "boolean"}),
-            Kind::String => json!({"type": "string"}),
+            // the gateway refuses control characters in every string (`platform::text`)
+            Kind::String => json!({"type": "string", "pattern": NO_CONTROLS}),
             Kind::Bytes => json!({"type": "string", "format": "byte"}),
             Kind::Enum(e) => self.enum_ref(e),
             Kind::Message(m) => self.message_ref(m),
         }
     }
 }
+
+/// Any text without the control characters `platform::text` refuses (tab, LF and CR pass).
+const NO_CONTROLS: &str = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$";
 
 /// A field the contract's comment marks as required ("Required." or "(required)"). proto3 has no
 /// required fields, so the convention lives in the comment, where a reader of the `.proto` sees

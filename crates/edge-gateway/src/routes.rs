@@ -12,6 +12,16 @@ use crate::{
     template::{PathTemplate, TemplateError},
 };
 
+/// RPCs callable without a bearer token (they create or exchange credentials). Every other route
+/// without an `Authorization` header is 401 at the gateway, before its body is read or checked;
+/// the token itself is verified by the service.
+pub const PUBLIC_RPCS: [&str; 4] = [
+    "transactions.auth.v1.AuthService.CreateUser",
+    "transactions.auth.v1.AuthService.LoginUser",
+    "transactions.auth.v1.AuthService.RenewAccessToken",
+    "transactions.auth.v1.AuthService.VerifyEmail",
+];
+
 /// Where the request body goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyRule {
@@ -44,6 +54,11 @@ impl Route {
     /// `transactions.auth.v1.AuthService.LoginUser`.
     pub fn full_name(&self) -> &str {
         self.rpc.full_name()
+    }
+
+    /// Whether the RPC needs a bearer token (all but [`PUBLIC_RPCS`]).
+    pub fn needs_token(&self) -> bool {
+        !PUBLIC_RPCS.contains(&self.full_name())
     }
 }
 

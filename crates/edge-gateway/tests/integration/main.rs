@@ -141,8 +141,13 @@ impl Mesh {
         cfg.rate_limit.per_ip_per_minute = 0;
         tune(&mut cfg);
         let gateway = test_support::spawn(move |l, s| edge_gateway::startup::run(cfg, l, s)).await;
+        // a token on every request, as a client would send (the routes behind one are 401 at
+        // the gateway without it); the in-test upstream does not verify it
+        let mut token = reqwest::header::HeaderMap::new();
+        token.insert("authorization", "Bearer test-token".parse().unwrap());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .default_headers(token)
             .build()
             .unwrap();
         let mesh = Self {
@@ -1064,4 +1069,35 @@ async fn bytes_that_are_not_the_request_message_are_invalid_argument_through_the
         "{}",
         status.message()
     );
+}
+
+#[tokio::test]
+async fn without_a_token_a_route_behind_one_is_401_before_its_body_is_checked() {
+    let m = Mesh::start(|_| {}).await;
+    let bare = reqwest::Client::new();
+    // a body that would be 400, and one that would be 415: 401 both, no token
+    for (ct, body) in [
+        ("application/json", r#"{"amount": ""}"#),
+        ("text/plain", "hello"),
+    ] {
+        let (status, _, body) = m
+            .send(
+                bare.post(m.url("/v1/transfers"))
+                    .header("content-type", ct)
+                    .body(body),
+            )
+            .await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(reason(&body), "missing_token");
+    }
+    let (status, _, body) = m.send(bare.get(m.url("/v1/users/bob"))).await;
+    assert_eq!(status, 401, "{body}");
+    // the routes that hand out credentials need none
+    let (status, _, body) = m
+        .send(
+            bare.post(m.url("/v1/sessions"))
+                .json(&json!({"username": "alice", "password": "right"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
