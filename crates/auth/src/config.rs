@@ -110,24 +110,34 @@ impl Default for VerificationConfig {
     }
 }
 
-/// Failed-login throttling (fixed windows, counters in Redis).
+/// Failed-login throttling: delays, never a lock-out (see `domain::throttle`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoginThrottleConfig {
-    /// Failed logins for one username within the window before further attempts are refused.
-    pub max_failures_per_username: u64,
-    /// Failed logins from one client IP within the window before further attempts are refused.
-    pub max_failures_per_ip: u64,
-    /// Length of the counting window; the block lifts when it ends.
+    /// Failed logins of one client (a username from one IP) within the window that cost no wait.
+    pub free_failures_per_client: u64,
+    /// Failed logins from one IP (any username) within the window that cost no wait.
+    pub free_failures_per_ip: u64,
+    /// The wait after the first failure past the free ones; it doubles with each further one.
+    pub delay_initial_ms: u64,
+    /// The longest wait.
+    pub delay_max_ms: u64,
+    /// How long failures are counted from the first.
     pub window_secs: u64,
+    /// How long a username stays known at an IP after logging in from it (such a client is not
+    /// slowed by other clients' failures at the same IP).
+    pub known_client_ttl_secs: u64,
 }
 
 impl Default for LoginThrottleConfig {
     fn default() -> Self {
         Self {
-            max_failures_per_username: 5,
-            max_failures_per_ip: 50,
+            free_failures_per_client: 3,
+            free_failures_per_ip: 50,
+            delay_initial_ms: 1_000,
+            delay_max_ms: 60_000,
             window_secs: 15 * 60,
+            known_client_ttl_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -231,16 +241,33 @@ impl Validate for Config {
 
         let t = &self.login_throttle;
         ensure_in_range(
-            "login_throttle.max_failures_per_username",
-            t.max_failures_per_username,
-            1..=10_000,
+            "login_throttle.free_failures_per_client",
+            t.free_failures_per_client,
+            0..=10_000,
         )?;
         ensure_in_range(
-            "login_throttle.max_failures_per_ip",
-            t.max_failures_per_ip,
-            1..=1_000_000,
+            "login_throttle.free_failures_per_ip",
+            t.free_failures_per_ip,
+            0..=1_000_000,
         )?;
+        ensure_in_range(
+            "login_throttle.delay_initial_ms",
+            t.delay_initial_ms,
+            1..=HOUR_MS,
+        )?;
+        ensure_in_range("login_throttle.delay_max_ms", t.delay_max_ms, 1..=HOUR_MS)?;
+        anyhow::ensure!(
+            t.delay_initial_ms <= t.delay_max_ms,
+            "login_throttle.delay_initial_ms must be at most login_throttle.delay_max_ms ({} > {})",
+            t.delay_initial_ms,
+            t.delay_max_ms
+        );
         ensure_in_range("login_throttle.window_secs", t.window_secs, 1..=DAY_SECS)?;
+        ensure_in_range(
+            "login_throttle.known_client_ttl_secs",
+            t.known_client_ttl_secs,
+            1..=YEAR_SECS,
+        )?;
 
         self.relay.validate()
     }
@@ -363,11 +390,11 @@ mod tests {
     #[test]
     fn limits_that_would_refuse_everyone_are_refused() {
         let cases: [(&str, Tweak); 5] = [
-            ("login_throttle.max_failures_per_username", |c| {
-                c.login_throttle.max_failures_per_username = 0
+            ("login_throttle.delay_initial_ms", |c| {
+                c.login_throttle.delay_initial_ms = 0
             }),
-            ("login_throttle.max_failures_per_ip", |c| {
-                c.login_throttle.max_failures_per_ip = 0
+            ("login_throttle.delay_max_ms", |c| {
+                c.login_throttle.delay_max_ms = 0
             }),
             ("verification.resend_max_per_window", |c| {
                 c.verification.resend_max_per_window = 0

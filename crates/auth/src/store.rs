@@ -456,18 +456,147 @@ pub async fn list_open_sessions(
 //
 // Fixed-window counters under `{prefix}auth:...`: a key is created with its window's expiry by the
 // first hit, and INCR never touches the expiry, so the window ends `window_secs` after it began.
+// A wait is a key that exists for as long as the wait lasts (`SET ... PX`).
 
-/// The failed-login counter of one username.
-pub fn login_failures_user_key(prefix: &str, username: &str) -> String {
-    format!("{prefix}auth:login_failures:user:{username}")
+/// The Redis keys of one login attempt: its client's (a username and IP pair, when the username
+/// is well formed) and its IP's.
+#[derive(Debug, Clone)]
+pub struct LoginKeys {
+    client_failures: Option<String>,
+    client_wait: Option<String>,
+    known_client: Option<String>,
+    ip_failures: String,
+    ip_wait: String,
 }
 
-/// The failed-login counter of one client IP.
-pub fn login_failures_ip_key(prefix: &str, ip: &str) -> String {
-    // bounded: the value comes from metadata, which a caller bypassing the gateway controls
-    let ip: String = ip.chars().take(64).collect();
-    let ip = if ip.is_empty() { "unknown".into() } else { ip };
-    format!("{prefix}auth:login_failures:ip:{ip}")
+impl LoginKeys {
+    pub fn new(prefix: &str, username: Option<&str>, ip: &str) -> Self {
+        // bounded: the IP comes from metadata (a parsed username is bounded already)
+        let ip: String = ip.chars().take(64).collect();
+        let ip = if ip.is_empty() { "unknown".into() } else { ip };
+        let client = |kind: &str| username.map(|u| format!("{prefix}auth:{kind}:client:{u}@{ip}"));
+        Self {
+            client_failures: client("login_failures"),
+            client_wait: client("login_wait"),
+            known_client: client("login_known"),
+            ip_failures: format!("{prefix}auth:login_failures:ip:{ip}"),
+            ip_wait: format!("{prefix}auth:login_wait:ip:{ip}"),
+        }
+    }
+}
+
+/// How long a login attempt must still wait, in ms (0: not at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginWaits {
+    pub client_ms: u64,
+    pub ip_ms: u64,
+    /// The username has logged in from this IP before.
+    pub known_client: bool,
+}
+
+/// The waits of a login attempt; one round trip (PTTL, PTTL, EXISTS).
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.check_login", otel.kind = "client", db.system = "redis"))]
+pub async fn get_login_waits(redis: &Pool, keys: &LoginKeys) -> redis::RedisResult<LoginWaits> {
+    let mut conn = redis.get().await.map_err(to_redis_err)?;
+    let absent = "-";
+    let (client_ttl, ip_ttl, known): (i64, i64, bool) = redis::pipe()
+        .cmd("PTTL")
+        .arg(keys.client_wait.as_deref().unwrap_or(absent))
+        .cmd("PTTL")
+        .arg(&keys.ip_wait)
+        .cmd("EXISTS")
+        .arg(keys.known_client.as_deref().unwrap_or(absent))
+        .query_async(&mut *conn)
+        .await?;
+    let ms = |ttl: i64| u64::try_from(ttl).unwrap_or(0);
+    Ok(LoginWaits {
+        client_ms: keys.client_wait.as_ref().map_or(0, |_| ms(client_ttl)),
+        ip_ms: ms(ip_ttl),
+        known_client: keys.known_client.is_some() && known,
+    })
+}
+
+/// Failures counted in the current windows, after counting one more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginFailures {
+    pub client: Option<u64>,
+    pub ip: u64,
+}
+
+/// Counts one failed login for the client (when there is one) and the IP, each in a window of
+/// `window_secs` from its first failure.
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.record_login_failure", otel.kind = "client", db.system = "redis"))]
+pub async fn incr_login_failures(
+    redis: &Pool,
+    keys: &LoginKeys,
+    window_secs: u64,
+) -> redis::RedisResult<LoginFailures> {
+    let client = match &keys.client_failures {
+        Some(key) => Some(incr_in_window(redis, key, window_secs).await?.count),
+        None => None,
+    };
+    let ip = incr_in_window(redis, &keys.ip_failures, window_secs)
+        .await?
+        .count;
+    Ok(LoginFailures { client, ip })
+}
+
+/// Starts the waits that are not 0 (a wait already running is replaced: it only grows).
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.set_login_waits", otel.kind = "client", db.system = "redis"))]
+pub async fn set_login_waits(
+    redis: &Pool,
+    keys: &LoginKeys,
+    client_ms: u64,
+    ip_ms: u64,
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    if let (Some(key), true) = (&keys.client_wait, client_ms > 0) {
+        pipe.cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("PX")
+            .arg(client_ms)
+            .ignore();
+    }
+    if ip_ms > 0 {
+        pipe.cmd("SET")
+            .arg(&keys.ip_wait)
+            .arg(1)
+            .arg("PX")
+            .arg(ip_ms)
+            .ignore();
+    }
+    let mut conn = redis.get().await.map_err(to_redis_err)?;
+    pipe.query_async(&mut *conn).await
+}
+
+/// After a success: the client's failures and wait go, and the client is known at this IP for
+/// `known_ttl_secs`.
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.clear_login", otel.kind = "client", db.system = "redis"))]
+pub async fn forget_login_failures(
+    redis: &Pool,
+    keys: &LoginKeys,
+    known_ttl_secs: u64,
+) -> redis::RedisResult<()> {
+    let (Some(failures), Some(wait), Some(known)) =
+        (&keys.client_failures, &keys.client_wait, &keys.known_client)
+    else {
+        return Ok(());
+    };
+    let mut conn = redis.get().await.map_err(to_redis_err)?;
+    redis::pipe()
+        .cmd("DEL")
+        .arg(failures)
+        .arg(wait)
+        .ignore()
+        .cmd("SET")
+        .arg(known)
+        .arg(1)
+        .arg("EX")
+        .arg(known_ttl_secs)
+        .ignore()
+        .query_async(&mut *conn)
+        .await
 }
 
 /// The resend-verification counter of one username.
@@ -512,48 +641,6 @@ pub struct Window {
     /// At least 1, also for a key without expiry or one that just expired (Redis says -1 or -2):
     /// a client told to retry is never told "in 0 s".
     pub seconds_left: u64,
-}
-
-/// The current window of each of `keys`, in the same order (count 0 for a key not set). One
-/// round trip: GET and TTL of every key in one pipeline.
-#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.check_login", otel.kind = "client", db.system = "redis"))]
-pub async fn get_login_failures(redis: &Pool, keys: &[String]) -> redis::RedisResult<Vec<Window>> {
-    let mut conn = redis.get().await.map_err(to_redis_err)?;
-    let mut pipe = redis::pipe();
-    for key in keys {
-        pipe.cmd("GET").arg(key).cmd("TTL").arg(key);
-    }
-    let replies: Vec<(Option<u64>, i64)> = pipe.query_async(&mut *conn).await?;
-    Ok(replies
-        .into_iter()
-        .map(|(count, ttl)| Window {
-            count: count.unwrap_or(0),
-            seconds_left: seconds_left(ttl),
-        })
-        .collect())
-}
-
-/// Counts one failed login on each of `keys`, in a window of `window_secs` from its first failure.
-/// Every key is tried; returns the errors of those that could not be counted.
-#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.record_login_failure", otel.kind = "client", db.system = "redis"))]
-pub async fn incr_login_failures(
-    redis: &Pool,
-    keys: &[String],
-    window_secs: u64,
-) -> Vec<redis::RedisError> {
-    let mut errors = Vec::new();
-    for key in keys {
-        if let Err(e) = incr_in_window(redis, key, window_secs).await {
-            errors.push(e);
-        }
-    }
-    errors
-}
-
-#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "auth.throttle.clear_login", otel.kind = "client", db.system = "redis"))]
-pub async fn delete_login_failures(redis: &Pool, key: &str) -> redis::RedisResult<()> {
-    let mut conn = redis.get().await.map_err(to_redis_err)?;
-    redis::cmd("DEL").arg(key).query_async(&mut *conn).await
 }
 
 /// Counts one resend request, in a window of `window_secs` from the first; returns the window.

@@ -32,7 +32,7 @@ pub struct Client {
 }
 
 /// Unknown user and wrong password look the same: same error, about the same time (the dummy
-/// hash). Failures count against the username and the client IP.
+/// hash). Failures count against the client (username and IP) and the IP (see `throttle`).
 pub async fn login(
     auth: &Auth,
     username: &str,
@@ -59,7 +59,7 @@ pub async fn login(
             return Err(AuthError::InvalidCredentials);
         }
     };
-    auth.throttle.clear_login(&user.username).await;
+    auth.throttle.clear_login(&user.username, &client.ip).await;
 
     let session_id = Uuid::new_v4();
     // whole seconds: what the client sees equals what PostgreSQL stores (microseconds)
