@@ -10,6 +10,8 @@
 
 pub mod servers;
 
+pub mod smtp;
+
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use platform::{
