@@ -70,6 +70,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
         parts.headers.insert(platform::caller::CLIENT_IP, v);
     }
+    proxy.upstreams.vouch(&mut parts.headers);
     // the upstream's parent is this call's server span (the client's traceparent is its parent)
     platform::telemetry::inject_traceparent(&mut parts.headers);
     if let Some(ua) = parts.headers.get(http::header::USER_AGENT).cloned() {

@@ -172,7 +172,8 @@ async fn transcode_and_call(
     {
         return Err(GatewayError::rate_limited(wait.as_secs_f64().ceil() as u64));
     }
-    let metadata = client::metadata(req.headers(), ip, request_id);
+    let mut metadata = client::metadata(req.headers(), ip, request_id);
+    gw.upstreams.vouch_metadata(&mut metadata);
     let query = req.uri().query().map(str::to_owned);
     let content_type = req
         .headers()

@@ -13,10 +13,12 @@ use tonic::{
 
 use crate::config::{Config, upstream_key};
 
-/// Channels by proto package.
+/// Channels by proto package, and the secret with which this gateway vouches for the client
+/// facts it sends upstream (`server.gateway_secret`; see `platform::caller::GatewayFactsLayer`).
 #[derive(Clone, Debug)]
 pub struct Upstreams {
     by_package: HashMap<String, (String, Channel)>,
+    gateway_secret: Option<http::HeaderValue>,
 }
 
 impl Upstreams {
@@ -38,7 +40,33 @@ impl Upstreams {
                 .connect_lazy();
             by_package.insert(package.clone(), (key.to_owned(), channel));
         }
-        Ok(Self { by_package })
+        let gateway_secret = match &cfg.server.gateway_secret {
+            Some(secret) => Some(
+                http::HeaderValue::from_str(secret.0.trim())
+                    .map_err(|_| anyhow::anyhow!("server.gateway_secret must be visible ASCII"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            by_package,
+            gateway_secret,
+        })
+    }
+
+    /// Vouches for the client facts in `headers` (replacing any `x-gateway-secret` a client
+    /// sent; without a configured secret, removing it).
+    pub fn vouch(&self, headers: &mut http::HeaderMap) {
+        headers.remove(platform::caller::GATEWAY_SECRET);
+        if let Some(secret) = &self.gateway_secret {
+            headers.insert(platform::caller::GATEWAY_SECRET, secret.clone());
+        }
+    }
+
+    /// [`Upstreams::vouch`] for the metadata of a transcoded call.
+    pub fn vouch_metadata(&self, metadata: &mut MetadataMap) {
+        let mut headers = std::mem::take(metadata).into_headers();
+        self.vouch(&mut headers);
+        *metadata = MetadataMap::from_headers(headers);
     }
 
     pub fn channel(&self, package: &str) -> Option<Channel> {

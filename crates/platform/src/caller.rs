@@ -15,6 +15,93 @@ use crate::{
 pub const CLIENT_IP: &str = "x-client-ip";
 /// Metadata the gateway sets to the HTTP client's user agent.
 pub const CLIENT_USER_AGENT: &str = "x-client-user-agent";
+/// Metadata with which the gateway vouches for [`CLIENT_IP`] and [`CLIENT_USER_AGENT`]
+/// (`server.gateway_secret`); the gRPC server removes those facts from any call without it
+/// ([`GatewayFactsLayer`]), and removes the secret itself before a handler sees the call.
+pub const GATEWAY_SECRET: &str = "x-gateway-secret";
+
+/// Keeps the client facts of a request only when it carries the configured gateway secret
+/// (compared in constant time); otherwise `x-client-ip` and `x-client-user-agent` are removed, so
+/// [`client_ip`] falls back to the connection's peer address. With no secret configured every
+/// call is treated as not from the gateway. Applied once, where the gRPC server is built.
+#[derive(Clone)]
+pub struct GatewayFactsLayer {
+    secret: Option<Arc<str>>,
+}
+
+impl GatewayFactsLayer {
+    pub fn new(secret: Option<&crate::config::GatewaySecret>) -> Self {
+        Self {
+            secret: secret
+                .map(|s| s.0.trim())
+                .filter(|s| !s.is_empty())
+                .map(Arc::from),
+        }
+    }
+
+    /// Whether `headers` carry the gateway's secret; removes it either way.
+    pub fn vouched(&self, headers: &mut http::HeaderMap) -> bool {
+        let presented = headers.remove(GATEWAY_SECRET);
+        let vouched = match (&self.secret, presented) {
+            (Some(secret), Some(presented)) => presented
+                .to_str()
+                .is_ok_and(|p| secrets_equal(p.trim(), secret)),
+            _ => false,
+        };
+        if !vouched {
+            headers.remove(CLIENT_IP);
+            headers.remove(CLIENT_USER_AGENT);
+        }
+        vouched
+    }
+}
+
+/// Constant-time comparison (of SHA-256 digests, so lengths do not show).
+fn secrets_equal(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+impl<S> tower::Layer<S> for GatewayFactsLayer {
+    type Service = GatewayFacts<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GatewayFacts {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GatewayFacts<S> {
+    inner: S,
+    layer: GatewayFactsLayer,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GatewayFacts<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        self.layer.vouched(req.headers_mut());
+        self.inner.call(req)
+    }
+}
 pub const REQUEST_ID: &str = "x-request-id";
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -102,7 +189,8 @@ fn text(metadata: &MetadataMap, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The client IP: what the gateway saw, else the peer address of the gRPC connection.
+/// The client IP: what the gateway saw (kept only when it vouched for it: [`GatewayFactsLayer`]),
+/// else the peer address of the gRPC connection.
 pub fn client_ip<T>(request: &tonic::Request<T>) -> String {
     text(request.metadata(), CLIENT_IP)
         .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
@@ -208,6 +296,36 @@ mod tests {
             (err.code, err.reason),
             (Code::Unauthenticated, "token_invalid")
         );
+    }
+
+    #[test]
+    fn client_facts_are_kept_only_with_the_gateways_secret() {
+        let secret = crate::config::GatewaySecret("s3cret".into());
+        let facts = |layer: &GatewayFactsLayer, presented: Option<&str>| {
+            let mut h = http::HeaderMap::new();
+            h.insert(CLIENT_IP, "6.6.6.6".parse().unwrap());
+            h.insert(CLIENT_USER_AGENT, "forged".parse().unwrap());
+            if let Some(p) = presented {
+                h.insert(GATEWAY_SECRET, p.parse().unwrap());
+            }
+            let vouched = layer.vouched(&mut h);
+            assert!(
+                h.get(GATEWAY_SECRET).is_none(),
+                "the secret never reaches a handler"
+            );
+            (
+                vouched,
+                h.get(CLIENT_IP).is_some(),
+                h.get(CLIENT_USER_AGENT).is_some(),
+            )
+        };
+        let configured = GatewayFactsLayer::new(Some(&secret));
+        assert_eq!(facts(&configured, Some("s3cret")), (true, true, true));
+        assert_eq!(facts(&configured, Some("guess")), (false, false, false));
+        assert_eq!(facts(&configured, None), (false, false, false));
+        let unset = GatewayFactsLayer::new(None);
+        assert_eq!(facts(&unset, Some("s3cret")), (false, false, false));
+        assert_eq!(format!("{secret:?}"), "GatewaySecret(***)");
     }
 
     #[test]

@@ -91,6 +91,22 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// How often the readiness checks (database, Redis) run to set the gRPC health status.
     pub health_check_interval_ms: u64,
+    /// The secret the edge gateway sends in `x-gateway-secret` to vouch for the client facts it
+    /// forwards (`x-client-ip`, `x-client-user-agent`); set the same value in the gateway and
+    /// every service. A call without it (or unset here) has those facts removed, so the client IP
+    /// is the connection's peer address.
+    pub gateway_secret: Option<GatewaySecret>,
+}
+
+/// [`ServerConfig::gateway_secret`]: shown as `***` by `Debug`, so a logged config never holds it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GatewaySecret(pub String);
+
+impl std::fmt::Debug for GatewaySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewaySecret(***)")
+    }
 }
 
 impl ServerConfig {
@@ -112,6 +128,7 @@ impl Default for ServerConfig {
             concurrency_limit_per_connection: 256,
             shutdown_grace_secs: 10,
             health_check_interval_ms: 1_000,
+            gateway_secret: None,
         }
     }
 }

@@ -103,6 +103,10 @@ pub async fn serve_with_readiness(
         .add_service(reflection_v1alpha);
 
     let layers = tower::ServiceBuilder::new()
+        // first: what the client IP is, before anything (a span, a handler) reads it
+        .layer(crate::caller::GatewayFactsLayer::new(
+            cfg.gateway_secret.as_ref(),
+        ))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(

@@ -197,6 +197,9 @@ fn spawn(
 
 /// [`spawn`] under a display `label`; with `log_file` the service's output goes to that file
 /// (as a container runtime would take it) instead of being relayed to the terminal line by line.
+/// `server.gateway_secret` of the local mesh (shared by the gateway and the services).
+const DEV_GATEWAY_SECRET: &str = "dev-gateway-secret-not-for-production";
+
 #[allow(clippy::too_many_arguments)]
 fn spawn_logging_to(
     name: &'static str,
@@ -212,6 +215,11 @@ fn spawn_logging_to(
     cmd.envs(extra_env.iter().copied());
     cmd.env("TXN_DATABASE__URL", database_url)
         .env("TXN_REDIS__URL", redis_url())
+        // the revoked-session stream auth's relay writes, followed by every service
+        .env("TXN_TOKEN__REVOCATIONS__REDIS__URL", redis_url())
+        // the gateway vouches for the client IP it forwards with this; the services believe
+        // x-client-ip only with it (a development value: production sets its own)
+        .env("TXN_SERVER__GATEWAY_SECRET", DEV_GATEWAY_SECRET)
         .env("TXN_TELEMETRY__LOG_FORMAT", "pretty")
         .env(
             "TXN_TOKEN__PUBLIC_KEY_FILE",

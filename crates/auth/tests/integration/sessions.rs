@@ -25,6 +25,7 @@ async fn login_returns_tokens_and_records_user_agent_and_the_gateways_client_ip(
         &[
             ("x-client-ip", "203.0.113.7"),
             ("x-client-user-agent", "curl/8.5"),
+            ("x-gateway-secret", GATEWAY_SECRET),
             // a client-supplied header is never trusted
             ("x-forwarded-for", "6.6.6.6"),
         ],
@@ -68,6 +69,55 @@ async fn login_returns_tokens_and_records_user_agent_and_the_gateways_client_ip(
 }
 
 #[tokio::test]
+async fn a_forged_client_ip_without_the_gateways_secret_is_not_used() {
+    let app = app_with(|c| c.login_throttle.free_failures_per_ip = 1).await;
+    app.sign_up("ann").await;
+    let forged = |password: &str, secret: Option<&'static str>| {
+        let mut md = vec![
+            ("x-client-ip", "203.0.113.99"),
+            ("x-client-user-agent", "forged/1"),
+        ];
+        md.extend(secret.map(|s| ("x-gateway-secret", s)));
+        with_metadata(
+            pb::LoginUserRequest {
+                username: "ann".into(),
+                password: password.into(),
+            },
+            &md,
+        )
+    };
+    // reaching auth directly: the session records the peer address, not the forged IP
+    for secret in [None, Some("a guess")] {
+        let s = app
+            .client()
+            .login_user(forged(PASSWORD, secret))
+            .await
+            .unwrap()
+            .into_inner();
+        let (ua, ip): (String, String) =
+            sqlx::query_as("SELECT user_agent, client_ip FROM auth.sessions WHERE id = $1")
+                .bind(Uuid::parse_str(&s.session_id).unwrap())
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(ip, "127.0.0.1", "{secret:?}");
+        assert_ne!(ua, "forged/1", "{secret:?}");
+    }
+    // and the throttle counts the peer: rotating forged IPs does not escape the IP's wait
+    for (i, bot) in ["u1", "u2"].iter().enumerate() {
+        let mut req = forged("guess-guess", None);
+        req.get_mut().username = (*bot).into();
+        req.metadata_mut()
+            .insert("x-client-ip", format!("198.51.100.{i}").parse().unwrap());
+        let _ = app.client().login_user(req).await;
+    }
+    let mut req = forged("guess-guess", None);
+    req.get_mut().username = "u3".into();
+    let err = app.client().login_user(req).await.unwrap_err();
+    assert_status(&err, Code::ResourceExhausted, "too_many_attempts");
+}
+
+#[tokio::test]
 async fn wrong_password_and_unknown_user_get_the_same_answer() {
     let app = app().await;
     app.sign_up("ann").await;
@@ -80,7 +130,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     }
 }
 
-/// A login of `username` with `password` from `ip` (as the gateway would say).
+/// A login of `username` with `password` from `ip`, as the gateway says it (with its secret).
 async fn login_from(
     app: &App,
     username: &str,
@@ -93,7 +143,7 @@ async fn login_from(
                 username: username.into(),
                 password: password.into(),
             },
-            &[("x-client-ip", ip)],
+            &[("x-client-ip", ip), ("x-gateway-secret", GATEWAY_SECRET)],
         ))
         .await
         .map(|r| r.into_inner())
@@ -213,7 +263,7 @@ async fn repeated_failures_from_one_ip_are_throttled_across_usernames() {
                         username: username.into(),
                         password: "guess-guess".into(),
                     },
-                    &[("x-client-ip", ip)],
+                    &[("x-client-ip", ip), ("x-gateway-secret", GATEWAY_SECRET)],
                 ))
                 .await
         }

@@ -113,10 +113,16 @@ struct Mesh {
 
 impl Mesh {
     async fn start(tune: impl FnOnce(&mut Config)) -> Self {
+        // the upstream believes the client facts only from a gateway with the shared secret
+        let gateway_secret = platform::config::GatewaySecret("gateway-test-secret".into());
+        let upstream_server = ServerConfig {
+            gateway_secret: Some(gateway_secret.clone()),
+            ..ServerConfig::default()
+        };
         let upstream = test_support::spawn(|l, s| async move {
             let routes = tonic::service::Routes::new(AuthServiceServer::new(Echo));
             platform::serve_all(
-                &ServerConfig::default(),
+                &upstream_server,
                 l,
                 routes,
                 &[proto::service_names::AUTH],
@@ -139,6 +145,7 @@ impl Mesh {
         // generous on a loaded machine; the timeout test sets its own
         cfg.limits.request_timeout_ms = 20_000;
         cfg.rate_limit.per_ip_per_minute = 0;
+        cfg.server.gateway_secret = Some(gateway_secret);
         tune(&mut cfg);
         let gateway = test_support::spawn(move |l, s| edge_gateway::startup::run(cfg, l, s)).await;
         // a token on every request, as a client would send (the routes behind one are 401 at

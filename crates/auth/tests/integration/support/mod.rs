@@ -7,6 +7,9 @@ use test_support::{Running, TestDb, TestRedis};
 use tonic::{Code, Request, Status, transport::Channel};
 
 pub const PASSWORD: &str = "correct horse battery";
+/// `server.gateway_secret` of the test service: calls that say they come from the gateway carry
+/// it in `x-gateway-secret`.
+pub const GATEWAY_SECRET: &str = "test-gateway-secret";
 
 pub struct App {
     pub db: TestDb,
@@ -32,6 +35,7 @@ pub async fn app_with(tweak: impl FnOnce(&mut Config)) -> App {
     };
     cfg.token.private_key = keys.private_b64();
     cfg.relay.poll_interval_ms = 200;
+    cfg.server.gateway_secret = Some(platform::config::GatewaySecret(GATEWAY_SECRET.into()));
     tweak(&mut cfg);
     let running = test_support::spawn(move |l, s| auth::startup::run(cfg, l, s)).await;
     let client = AuthServiceClient::new(test_support::channel(running.grpc_addr).await);

@@ -42,6 +42,7 @@ impl Mesh {
             ..Default::default()
         };
         auth_cfg.token.private_key = keys.private_b64();
+        auth_cfg.server.gateway_secret = Some(gateway_secret());
         let auth = test_support::spawn(move |l, s| auth::startup::run(auth_cfg, l, s)).await;
 
         let mut accounts_cfg = accounts::config::Config {
@@ -51,6 +52,7 @@ impl Mesh {
         accounts_cfg.token.public_key = Some(keys.public_b64());
         // revoked sessions from auth's relay, in this mesh's Redis namespace
         accounts_cfg.token.revocations.redis = redis.config();
+        accounts_cfg.server.gateway_secret = Some(gateway_secret());
         let accounts =
             test_support::spawn(move |l, s| accounts::startup::run(accounts_cfg, l, s)).await;
 
@@ -61,6 +63,7 @@ impl Mesh {
         transfers_cfg.token.public_key = Some(keys.public_b64());
         // revoked sessions from auth's relay, in this mesh's Redis namespace
         transfers_cfg.token.revocations.redis = redis.config();
+        transfers_cfg.server.gateway_secret = Some(gateway_secret());
         let transfers =
             test_support::spawn(move |l, s| transfers::startup::run(transfers_cfg, l, s)).await;
 
@@ -136,6 +139,7 @@ impl Mesh {
             .insert("transfers".into(), self.transfers.grpc_url());
         cfg.limits.request_timeout_ms = 30_000;
         cfg.rate_limit.per_ip_per_minute = 0;
+        cfg.server.gateway_secret = Some(gateway_secret());
         let gateway = test_support::spawn(move |l, s| edge_gateway::startup::run(cfg, l, s)).await;
         // the gateway's /readyz is on its private admin port, not the public HTTP one
         wait_ready_at(&gateway.admin_url()).await;
@@ -163,6 +167,12 @@ impl Mesh {
             svc.stop().await.expect("service stops cleanly");
         }
     }
+}
+
+/// `server.gateway_secret` of the mesh: the gateway vouches with it for the client IP it
+/// forwards, and the services believe `x-client-ip` only with it.
+pub fn gateway_secret() -> platform::config::GatewaySecret {
+    platform::config::GatewaySecret("mesh-test-gateway-secret".into())
 }
 
 /// Waits (generously: the machine is shared) until `/readyz` answers 200.
