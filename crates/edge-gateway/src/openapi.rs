@@ -146,8 +146,16 @@ fn operation(route: &Route, schemas: &mut Schemas, op_ids: &mut BTreeSet<String>
         BodyRule::Field(f) => input.get_field_by_name(f).map(|f| schemas.field(&f)),
     };
     if let Some(schema) = body_schema {
+        // no body is the empty message, which is only refused when a field of it is required
+        let required = match &route.body {
+            BodyRule::Whole => input
+                .fields()
+                .any(|f| !bound.contains(f.name()) && is_required(&f)),
+            BodyRule::Field(f) => input.get_field_by_name(f).is_some_and(|f| is_required(&f)),
+            BodyRule::None => false,
+        };
         op["requestBody"] = json!({
-            "required": true,
+            "required": required,
             "content": {"application/json": {"schema": schema}},
         });
     }
@@ -426,8 +434,8 @@ fn is_required(f: &FieldDescriptor) -> bool {
 /// The bounds a field's comment states, as JSON Schema keywords, read from the conventions the
 /// `.proto` comments follow: a regular expression in backticks (`` `^[a-z0-9_]{3,32}$` ``) is a
 /// string's `pattern`; "N to M characters" (or "N to M of …") its length, "up to M characters"
-/// its maximum; on a 32-bit integer "N to M" is its range, widened to 0 when the comment says
-/// what "0 means". 64-bit integers are JSON strings, which carry no numeric bounds.
+/// its maximum; on a 32-bit integer "N to M" gives its minimum, 0 when the comment says what
+/// "0 means". 64-bit integers are JSON strings: their pattern is digits.
 fn bounds(kind: &Kind, comment: &str) -> Map<String, Value> {
     let mut out = Map::new();
     let text = comment.replace('\n', " ");
@@ -465,11 +473,12 @@ fn bounds(kind: &Kind, comment: &str) -> Map<String, Value> {
                 out.insert("maxLength".into(), json!(max));
             }
         }
+        // only the lower bound: above the upper one a page size is lowered to it (AIP-158), not
+        // refused, so a `maximum` would tell clients and fuzzers a refusal that never comes
         Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 | Kind::Uint32 | Kind::Fixed32 => {
-            if let Some((lo, hi)) = range {
+            if let Some((lo, _)) = range {
                 let lo = if text.contains("0 means") { 0 } else { lo };
                 out.insert("minimum".into(), json!(lo));
-                out.insert("maximum".into(), json!(hi));
             }
         }
         _ => {}
@@ -590,7 +599,8 @@ mod tests {
             .find(|p| p["name"] == "page_size")
             .unwrap();
         assert_eq!(page_size["schema"]["minimum"], 0);
-        assert_eq!(page_size["schema"]["maximum"], 100);
+        // above 100 it is lowered to 100, not refused
+        assert!(page_size["schema"].get("maximum").is_none());
         // enums are the proto enum's names
         let role = &schemas["transactions.auth.v1.Role"];
         assert!(
@@ -613,5 +623,12 @@ mod tests {
         let d = doc();
         let login = &d["components"]["schemas"]["transactions.auth.v1.LoginUserRequest"];
         assert_eq!(login["required"], json!(["username", "password"]));
+        // a body is required only when a field of it is
+        assert_eq!(
+            d["paths"]["/v1/sessions"]["post"]["requestBody"]["required"],
+            true
+        );
+        let resend = &d["paths"]["/v1/users/me/verification_emails"]["post"]["requestBody"];
+        assert_eq!(resend["required"], false);
     }
 }
