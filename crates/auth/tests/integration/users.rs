@@ -433,3 +433,46 @@ async fn operator_command_reads_the_password_from_stdin() {
         "depositor is the default role"
     );
 }
+
+#[tokio::test]
+async fn a_nul_byte_in_a_text_field_is_invalid_argument_not_a_database_error() {
+    let app = app().await;
+    let refused = |status: tonic::Status, field: &str| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert_eq!(
+            platform::error::reason_of(&status).as_deref(),
+            Some("invalid_text"),
+            "{field}"
+        );
+    };
+    let status = app
+        .client()
+        .create_user(signup("zo\0e", "Zoë", "zoe@example.com", PASSWORD))
+        .await
+        .unwrap_err();
+    refused(status, "username");
+    let status = app
+        .client()
+        .create_user(signup("zoe", "Zo\0ë", "zoe@example.com", PASSWORD))
+        .await
+        .unwrap_err();
+    refused(status, "full_name");
+    let status = app
+        .client()
+        .login_user(pb::LoginUserRequest {
+            username: "zo\0e".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_err();
+    refused(status, "username");
+    let status = app
+        .client()
+        .verify_email(pb::VerifyEmailRequest {
+            email_id: 1,
+            secret_code: "code\0".into(),
+        })
+        .await
+        .unwrap_err();
+    refused(status, "secret_code");
+}
