@@ -214,7 +214,11 @@ pub fn idempotency_key(metadata: &MetadataMap, fallback: &str) -> Result<Option<
                 .trim()
                 .to_owned(),
         ),
-        None => Some(fallback.trim().to_owned()),
+        None => {
+            // the request field can carry what a header cannot (NUL, which PostgreSQL refuses)
+            crate::text::reject_control_chars("request_id", fallback)?;
+            Some(fallback.trim().to_owned())
+        }
     }
     .filter(|k| !k.is_empty());
     if key.as_ref().is_some_and(|k| k.chars().count() > 255) {

@@ -14,6 +14,7 @@ pub struct StatusReason(String);
 
 impl StatusReason {
     pub fn parse(text: &str, required: bool) -> Result<Self, ApiError> {
+        platform::text::reject_control_chars("reason", text)?;
         let text = text.trim();
         if required && text.is_empty() {
             return Err(ApiError::invalid_field("reason", "required"));
@@ -45,6 +46,7 @@ pub struct Owner(String);
 
 impl Owner {
     pub fn parse(filter: &str, caller: &Caller) -> Result<Self, ApiError> {
+        platform::text::reject_control_chars("owner", filter)?;
         let owner = filter.trim();
         if owner.is_empty() || owner == caller.username {
             return Ok(Self(caller.username.clone()));
@@ -77,5 +79,10 @@ mod tests {
             "fraud"
         );
         assert!(StatusReason::parse(&"x".repeat(201), false).is_err());
+        assert_eq!(
+            StatusReason::parse("fraud\u{0}", true).unwrap_err().reason,
+            "invalid_text",
+            "PostgreSQL refuses NUL in text: a 400, never a 500"
+        );
     }
 }

@@ -723,3 +723,21 @@ fn retention_below_24_hours_is_refused_at_startup() {
     cfg.idempotency.retention_hours = 23;
     assert!(cfg.validate().is_err());
 }
+
+#[tokio::test]
+async fn a_nul_byte_in_request_id_is_invalid_text_not_a_database_error() {
+    let app = App::start().await;
+    let alice = app.open("alice", "USD").await;
+    let bob = app.open("bob", "USD").await;
+    app.deposit(alice, 100, "USD").await;
+    let mut req = transfer(alice, bob, 5, "USD");
+    req.request_id = "key\u{0}".into();
+    let err = app
+        .client
+        .clone()
+        .create_transfer(authed(req, &app.token("alice")))
+        .await
+        .unwrap_err();
+    assert_status(err, Code::InvalidArgument, "invalid_text");
+    assert_eq!(app.balance(alice).await, 100, "nothing moved");
+}
