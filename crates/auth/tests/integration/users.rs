@@ -135,10 +135,6 @@ async fn each_validation_rule_is_invalid_argument_naming_the_field() {
             signup("ann", &long_name, "ann@example.com", PASSWORD),
             "full_name",
         ),
-        (
-            signup("ann", "Ann\u{7}", "ann@example.com", PASSWORD),
-            "full_name",
-        ),
         (signup("ann", "Ann", "not-an-email", PASSWORD), "email"),
         (signup("ann", "Ann", "ann@localhost", PASSWORD), "email"),
         (signup("ann", "Ann", "ann@example.com", "short"), "password"),
@@ -153,6 +149,15 @@ async fn each_validation_rule_is_invalid_argument_naming_the_field() {
         let bad = tonic_types::StatusExt::get_details_bad_request(&err).expect("field violations");
         assert_eq!(bad.field_violations[0].field, field, "{err:?}");
     }
+    // a control character has its own reason, the same in every text field of the API
+    let err = app
+        .client()
+        .create_user(signup("ann", "Ann\u{7}", "ann@example.com", PASSWORD))
+        .await
+        .unwrap_err();
+    assert_status(&err, Code::InvalidArgument, "invalid_text");
+    let bad = tonic_types::StatusExt::get_details_bad_request(&err).expect("field violations");
+    assert_eq!(bad.field_violations[0].field, "full_name", "{err:?}");
     let (users,): (i64,) = sqlx::query_as("SELECT count(*) FROM auth.users")
         .fetch_one(&app.db.pool)
         .await
