@@ -142,47 +142,9 @@ impl Default for LoginThrottleConfig {
     }
 }
 
-/// The outbox relay (auth.outbox → Redis Stream `{prefix}events:users`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RelayConfig {
-    /// Run the relay inside this process.
-    pub enabled: bool,
-    /// Redis for the stream; `None` means the service's `redis` settings.
-    pub redis: Option<RedisConfig>,
-    /// Rows moved per transaction.
-    pub batch_size: i64,
-    /// Polling fallback when no NOTIFY arrives.
-    pub poll_interval_ms: u64,
-    /// Approximate bound of the stream (`XADD MAXLEN ~`).
-    pub stream_maxlen: u64,
-    /// First retry delay after a failure; doubles up to `backoff_max_ms`.
-    pub backoff_initial_ms: u64,
-    pub backoff_max_ms: u64,
-    /// Published rows older than this are deleted.
-    pub retention_secs: u64,
-    /// How often published rows are cleaned up.
-    pub cleanup_interval_secs: u64,
-    /// Rows deleted per cleanup statement.
-    pub cleanup_batch_size: i64,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            redis: None,
-            batch_size: 100,
-            poll_interval_ms: 2_000,
-            stream_maxlen: 100_000,
-            backoff_initial_ms: 200,
-            backoff_max_ms: 30_000,
-            retention_secs: 7 * 24 * 3600,
-            cleanup_interval_secs: 3600,
-            cleanup_batch_size: 1_000,
-        }
-    }
-}
+/// The outbox relay (auth.outbox → Redis Stream `{prefix}events:users`): platform's relay and
+/// its settings, the same in every service that runs one.
+pub use platform::outbox::RelayConfig;
 
 /// Refuses a bad value at start-up, naming its key. Nothing is clamped later: the code that uses a
 /// value takes it as it is here (a zero window, batch or timeout used to become 1 silently).
@@ -270,44 +232,6 @@ impl Validate for Config {
         )?;
 
         self.relay.validate()
-    }
-}
-
-impl RelayConfig {
-    /// The relay's part of [`Config::validate`]; `relay::run` checks it again, as tests and
-    /// tools start a relay with settings built in code.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if let Some(redis) = &self.redis {
-            validate_redis("relay.redis", redis)?;
-        }
-        ensure_in_range("relay.batch_size", self.batch_size, 1..=10_000)?;
-        ensure_in_range("relay.poll_interval_ms", self.poll_interval_ms, 1..=HOUR_MS)?;
-        ensure_in_range("relay.stream_maxlen", self.stream_maxlen, 1..=100_000_000)?;
-        ensure_in_range(
-            "relay.backoff_initial_ms",
-            self.backoff_initial_ms,
-            1..=HOUR_MS,
-        )?;
-        ensure_in_range("relay.backoff_max_ms", self.backoff_max_ms, 1..=HOUR_MS)?;
-        anyhow::ensure!(
-            self.backoff_initial_ms <= self.backoff_max_ms,
-            "relay.backoff_initial_ms must be at most relay.backoff_max_ms ({} > {})",
-            self.backoff_initial_ms,
-            self.backoff_max_ms
-        );
-        // 0 is allowed: published rows are deleted at the next cleanup
-        ensure_in_range("relay.retention_secs", self.retention_secs, 0..=YEAR_SECS)?;
-        ensure_in_range(
-            "relay.cleanup_interval_secs",
-            self.cleanup_interval_secs,
-            1..=7 * DAY_SECS,
-        )?;
-        ensure_in_range(
-            "relay.cleanup_batch_size",
-            self.cleanup_batch_size,
-            1..=100_000,
-        )?;
-        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_redis::Pool;
 use platform::token::Role;
-use sqlx::{PgConnection, PgExecutor, PgPool, postgres::PgListener};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 // --- users ----------------------------------------------------------------------------------
@@ -198,8 +198,8 @@ pub async fn mark_verification_used(conn: &mut PgConnection, id: i64) -> Result<
 // --- outbox ---------------------------------------------------------------------------------
 
 /// Reserved payload key holding the trace context inside `auth.outbox` (never published in the
-/// payload).
-pub const TRACEPARENT_KEY: &str = "_traceparent";
+/// payload): the relay's.
+pub use platform::outbox::TRACEPARENT_KEY;
 
 /// The channel the relay LISTENs on.
 pub const OUTBOX_CHANNEL: &str = "auth_outbox";
@@ -233,82 +233,6 @@ pub async fn insert_outbox(
         .execute(conn)
         .await?;
     Ok(event_id)
-}
-
-#[derive(Debug, sqlx::FromRow)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub event_id: Uuid,
-    pub event_type: String,
-    /// The payload without [`TRACEPARENT_KEY`].
-    pub payload: String,
-    pub traceparent: Option<String>,
-}
-
-/// Listens for [`OUTBOX_CHANNEL`] on a connection of its own.
-pub async fn listen_outbox(db: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(db).await?;
-    listener.listen(OUTBOX_CHANNEL).await?;
-    Ok(listener)
-}
-
-/// Arbitrary constant naming "the relay" among advisory locks.
-const RELAY_LOCK_KEY: i64 = 0x6175_7468_7265_6c61; // "authrela"
-
-/// Takes the relay's turn for the rest of the transaction; false when another relay has it.
-pub async fn try_lock_relay(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(RELAY_LOCK_KEY)
-        .fetch_one(conn)
-        .await
-}
-
-/// Locks the oldest unpublished rows; rows another relay holds are skipped.
-pub async fn lock_unpublished(
-    conn: &mut PgConnection,
-    limit: i64,
-) -> Result<Vec<OutboxRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, event_id, event_type, (payload - $2)::text AS payload,
-                payload->>$2 AS traceparent
-         FROM auth.outbox
-         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(limit)
-    .bind(TRACEPARENT_KEY)
-    .fetch_all(conn)
-    .await
-}
-
-pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE auth.outbox SET published_at = now() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
-
-pub async fn outbox_backlog<'e>(db: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM auth.outbox WHERE published_at IS NULL")
-        .fetch_one(db)
-        .await
-}
-
-/// Deletes up to `limit` rows published before `cutoff`; returns how many.
-pub async fn delete_published_before<'e>(
-    db: impl PgExecutor<'e>,
-    cutoff: DateTime<Utc>,
-    limit: i64,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM auth.outbox WHERE id IN (
-             SELECT id FROM auth.outbox WHERE published_at < $1 ORDER BY published_at LIMIT $2)",
-    )
-    .bind(cutoff)
-    .bind(limit)
-    .execute(db)
-    .await
-    .map(|r| r.rows_affected())
 }
 
 // --- sessions -------------------------------------------------------------------------------
@@ -691,45 +615,4 @@ fn to_redis_err(e: deadpool_redis::PoolError) -> redis::RedisError {
 /// The user-events stream the relay writes and the mailer reads.
 pub fn stream_key(prefix: &str) -> String {
     format!("{prefix}events:users")
-}
-
-/// Appends one entry per row to `stream`, all or none (one MULTI/EXEC), keeping the stream at
-/// about `maxlen` entries (`XADD MAXLEN ~`). Fields: `event_id`, `event_type`, `payload`, and
-/// `traceparent` when the row has one. Revoked sessions (`session.revoked`) go to
-/// `revocations_stream` instead, which every service follows (`platform::revocations`); the
-/// mailer never sees them.
-pub async fn add_stream_entries(
-    redis: &Pool,
-    stream: &str,
-    revocations_stream: &str,
-    maxlen: u64,
-    rows: &[OutboxRow],
-) -> redis::RedisResult<()> {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    for r in rows {
-        let stream = if r.event_type == platform::revocations::EVENT_TYPE {
-            revocations_stream
-        } else {
-            stream
-        };
-        pipe.cmd("XADD")
-            .arg(stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(maxlen)
-            .arg("*")
-            .arg("event_id")
-            .arg(r.event_id.to_string())
-            .arg("event_type")
-            .arg(&r.event_type)
-            .arg("payload")
-            .arg(&r.payload);
-        if let Some(tp) = &r.traceparent {
-            pipe.arg("traceparent").arg(tp);
-        }
-        pipe.ignore();
-    }
-    let mut conn = redis.get().await.map_err(to_redis_err)?;
-    pipe.query_async(&mut *conn).await
 }

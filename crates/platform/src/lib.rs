@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod outbox;
 pub mod pools;
 pub mod redis;
 pub mod revocations;
