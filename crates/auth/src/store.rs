@@ -13,6 +13,8 @@ use uuid::Uuid;
 /// A row of `auth.users`.
 #[derive(Clone, sqlx::FromRow)]
 pub struct User {
+    /// The stable id (never reused); what access tokens carry as `uid`.
+    pub id: Uuid,
     pub username: String,
     pub full_name: String,
     pub email: String,
@@ -33,6 +35,7 @@ impl User {
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("User")
+            .field("id", &self.id)
             .field("username", &self.username)
             .field("role", &self.role)
             .field("email_verified", &self.email_verified)
@@ -40,7 +43,7 @@ impl std::fmt::Debug for User {
     }
 }
 
-const USER_COLUMNS: &str = "username, full_name, email, hashed_password, role, email_verified, \
+const USER_COLUMNS: &str = "id, username, full_name, email, hashed_password, role, email_verified, \
                             password_changed_at, created_at";
 
 pub struct NewUser<'a> {
@@ -284,6 +287,7 @@ pub struct RefreshLookup {
     pub rotated_at: Option<DateTime<Utc>>,
     pub blocked: bool,
     pub expires_at: DateTime<Utc>,
+    pub user_id: Uuid,
     pub username: String,
     #[sqlx(try_from = "String")]
     pub role: Role,
@@ -296,7 +300,7 @@ pub async fn lock_refresh_token(
     token_hash: &[u8],
 ) -> Result<Option<RefreshLookup>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT s.id AS session_id, t.rotated_at, s.blocked, s.expires_at, u.username, u.role,
+        "SELECT s.id AS session_id, t.rotated_at, s.blocked, s.expires_at, u.id AS user_id, u.username, u.role,
                 u.email_verified
          FROM auth.refresh_tokens t
          JOIN auth.sessions s ON s.id = t.session_id

@@ -69,7 +69,10 @@ impl TryFrom<String> for AccountStatus {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Account {
     pub id: i64,
+    /// The owner's username when the account was opened (display, the banker's filter).
     pub owner: String,
+    /// The owner's user id: who the account belongs to (the nil id for system accounts).
+    pub owner_id: uuid::Uuid,
     pub currency: String,
     #[sqlx(try_from = "String")]
     pub kind: AccountKind,
@@ -87,7 +90,7 @@ pub struct Account {
 
 impl Account {
     /// The columns of [`Account`], in order, for `SELECT`/`RETURNING`.
-    pub const COLUMNS: &'static str = "id, owner, currency, kind, status, frozen_reason, balance, pending_debits, pending_credits, created_at";
+    pub const COLUMNS: &'static str = "id, owner, owner_id, currency, kind, status, frozen_reason, balance, pending_debits, pending_credits, created_at";
 
     /// What the account can spend: the posted balance less what holds reserve.
     pub fn available_balance(&self) -> i64 {
@@ -97,7 +100,8 @@ impl Account {
     /// The owner or a banker sees an account; anyone else is told it does not exist, so account
     /// ids cannot be probed. System accounts show to bankers only.
     pub fn visible_to(&self, caller: &Caller) -> bool {
-        caller.is_banker() || (self.kind == AccountKind::Customer && self.owner == caller.username)
+        caller.is_banker()
+            || (self.kind == AccountKind::Customer && self.owner_id == caller.user_id)
     }
 }
 

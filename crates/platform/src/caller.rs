@@ -108,7 +108,11 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The username in the token (display, logs); never the key of what the caller owns.
     pub username: String,
+    /// The user's stable id (claim `uid`): ownership is keyed by it, as a username can be taken
+    /// again by a new user once its user is deleted.
+    pub user_id: Uuid,
     pub role: Role,
     pub session_id: Uuid,
     pub email_verified: bool,
@@ -174,6 +178,7 @@ pub fn authenticate(
     })?;
     Ok(Caller {
         username: claims.sub,
+        user_id: claims.uid,
         role: claims.role,
         session_id: claims.sid,
         email_verified: claims.email_verified,
@@ -261,9 +266,11 @@ mod tests {
         let keys = Keys::generate();
         let maker = keys.maker(TokenKind::Paseto);
         let sid = Uuid::new_v4();
+        let uid = Uuid::new_v4();
         let token = maker
             .sign(&Claims::access(
                 "bob",
+                uid,
                 Role::Banker,
                 sid,
                 false,
@@ -274,6 +281,7 @@ mod tests {
         md.insert("authorization", format!("Bearer {token}").parse().unwrap());
         let caller = authenticate(&md, &maker).unwrap();
         assert_eq!(caller.username, "bob");
+        assert_eq!(caller.user_id, uid);
         assert!(caller.is_banker());
         assert_eq!(caller.session_id, sid);
         assert!(!caller.email_verified);

@@ -314,7 +314,14 @@ mod tests {
     }
 
     fn claims(sid: Uuid) -> Claims {
-        Claims::access("ann", Role::Depositor, sid, true, Duration::from_secs(60))
+        Claims::access(
+            "ann",
+            Uuid::new_v4(),
+            Role::Depositor,
+            sid,
+            true,
+            Duration::from_secs(60),
+        )
     }
 
     fn in_15_min() -> DateTime<Utc> {

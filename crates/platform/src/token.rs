@@ -61,6 +61,9 @@ impl TryFrom<String> for Role {
 pub struct Claims {
     /// Username.
     pub sub: String,
+    /// The user's stable id (`auth.users.id`): what the services key ownership by. A token
+    /// without it does not parse, so it is refused as invalid.
+    pub uid: Uuid,
     pub role: Role,
     /// Session id.
     pub sid: Uuid,
@@ -75,10 +78,18 @@ pub struct Claims {
 
 impl Claims {
     /// Claims of a fresh access token.
-    pub fn access(sub: &str, role: Role, sid: Uuid, email_verified: bool, ttl: Duration) -> Self {
+    pub fn access(
+        sub: &str,
+        uid: Uuid,
+        role: Role,
+        sid: Uuid,
+        email_verified: bool,
+        ttl: Duration,
+    ) -> Self {
         let iat = Utc::now().trunc_subsecs(0);
         Self {
             sub: sub.to_owned(),
+            uid,
             role,
             sid,
             typ: ACCESS.into(),
@@ -337,6 +348,7 @@ pub struct JwtMaker {
 #[derive(Serialize, Deserialize)]
 struct JwtClaims {
     sub: String,
+    uid: Uuid,
     role: Role,
     sid: Uuid,
     typ: String,
@@ -370,6 +382,7 @@ impl TokenMaker for JwtMaker {
         let key = self.encoding.as_ref().ok_or(TokenError::CannotSign)?;
         let jc = JwtClaims {
             sub: c.sub.clone(),
+            uid: c.uid,
             role: c.role,
             sid: c.sid,
             typ: c.typ.clone(),
@@ -397,6 +410,7 @@ impl TokenMaker for JwtMaker {
         let ts = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).ok_or(TokenError::Invalid);
         check(Claims {
             sub: jc.sub,
+            uid: jc.uid,
             role: jc.role,
             sid: jc.sid,
             typ: jc.typ,
@@ -422,6 +436,7 @@ mod tests {
     fn claims() -> Claims {
         Claims::access(
             "alice",
+            Uuid::new_v4(),
             Role::Depositor,
             Uuid::new_v4(),
             true,
@@ -437,6 +452,7 @@ mod tests {
             // expiry is kept in whole seconds: 2 s from now is at least 1 s away
             let short = Claims::access(
                 "alice",
+                Uuid::new_v4(),
                 Role::Depositor,
                 Uuid::new_v4(),
                 true,
@@ -556,6 +572,59 @@ mod tests {
             c.typ = "refresh".into();
             let token = m.sign(&c).unwrap();
             assert_eq!(m.verify(&token), Err(TokenError::WrongType), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_token_without_a_user_id_is_refused() {
+        // what auth signed before tokens carried `uid`: the same claims less that one
+        #[derive(Serialize)]
+        struct Old<'a> {
+            sub: &'a str,
+            role: Role,
+            sid: Uuid,
+            typ: &'a str,
+            email_verified: bool,
+            iat: serde_json::Value,
+            exp: serde_json::Value,
+            jti: Uuid,
+        }
+        let keys = Keys::generate();
+        let c = claims();
+        let old = |paseto: bool| Old {
+            sub: &c.sub,
+            role: c.role,
+            sid: c.sid,
+            typ: &c.typ,
+            email_verified: c.email_verified,
+            iat: if paseto {
+                serde_json::to_value(c.iat).unwrap()
+            } else {
+                c.iat.timestamp().into()
+            },
+            exp: if paseto {
+                serde_json::to_value(c.exp).unwrap()
+            } else {
+                c.exp.timestamp().into()
+            },
+            jti: c.jti,
+        };
+        let paseto = PasetoMaker::new(&keys);
+        let sk = paseto.secret.as_ref().unwrap();
+        let payload = serde_json::to_vec(&old(true)).unwrap();
+        let token = PublicToken::sign(sk, &payload, None, None).unwrap();
+        assert_eq!(paseto.verify(&token), Err(TokenError::Invalid), "paseto");
+        let jwt = JwtMaker::new(&keys);
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &old(false),
+            jwt.encoding.as_ref().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(jwt.verify(&token), Err(TokenError::Invalid), "jwt");
+        // and the same claims with it are accepted by both
+        for (name, m) in makers(&keys) {
+            assert_eq!(m.verify(&m.sign(&c).unwrap()).unwrap().uid, c.uid, "{name}");
         }
     }
 

@@ -293,11 +293,25 @@ pub fn test_keys() -> Keys {
     Keys::generate()
 }
 
-/// An access token for `username` signed with `keys` (PASETO).
+/// The user id the tokens of [`access_token`] carry for `username`: the same for the same name
+/// (so a test that opens an account for a user directly can give it that user's id), different
+/// for different names. Tests of a service other than auth have no users table to take it from.
+pub fn user_id(username: &str) -> Uuid {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let half = |salt: &str| {
+        let mut h = DefaultHasher::new();
+        (salt, username).hash(&mut h);
+        h.finish()
+    };
+    Uuid::from_u64_pair(half("test-support user id"), half("second half"))
+}
+
+/// An access token for `username` (user id [`user_id`]) signed with `keys` (PASETO).
 pub fn access_token(keys: &Keys, username: &str, role: Role, email_verified: bool) -> String {
     keys.maker(TokenKind::Paseto)
         .sign(&Claims::access(
             username,
+            user_id(username),
             role,
             Uuid::new_v4(),
             email_verified,

@@ -21,7 +21,7 @@ fn account_not_found() -> ApiError {
 impl Accounts {
     /// Opens the caller's account in `currency`; one per owner and currency.
     pub async fn open(&self, caller: &Caller, currency: &Currency) -> Result<Account, ApiError> {
-        let account = store::insert_account(&self.db, &caller.username, currency)
+        let account = store::insert_account(&self.db, caller.user_id, &caller.username, currency)
             .await?
             .ok_or_else(|| {
                 ApiError::already_exists(
@@ -41,8 +41,9 @@ impl Accounts {
             .ok_or_else(account_not_found)
     }
 
-    /// One page of `owner`'s accounts, newest first, and the next page's token. System accounts
-    /// only ever show to bankers.
+    /// One page of `owner`'s accounts, newest first, and the next page's token: the caller's own
+    /// by user id, or (a banker's filter) those opened under a username, by whichever user had
+    /// it. System accounts only ever show to bankers.
     pub async fn list(
         &self,
         caller: &Caller,
@@ -50,8 +51,12 @@ impl Accounts {
         size: PageSize,
         token: PageToken,
     ) -> Result<(Vec<Account>, String), ApiError> {
+        let owned = match owner {
+            Owner::Caller(id) => store::Owned::ById(*id),
+            Owner::Username(name) => store::Owned::ByUsername(name),
+        };
         let mut rows =
-            store::list_accounts(&self.db, owner.as_str(), caller.is_banker(), size, token).await?;
+            store::list_accounts(&self.db, owned, caller.is_banker(), size, token).await?;
         let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
         Ok((rows, next_page_token))
     }

@@ -39,17 +39,20 @@ impl std::fmt::Display for StatusReason {
     }
 }
 
-/// Whose accounts to list: the caller's own (empty filter or their name), or — bankers only —
-/// anyone's.
+/// Whose accounts to list: the caller's own (empty filter or their name), by their user id, or
+/// (bankers only) those opened under a username, by any user who had that name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner(String);
+pub enum Owner {
+    Caller(uuid::Uuid),
+    Username(String),
+}
 
 impl Owner {
     pub fn parse(filter: &str, caller: &Caller) -> Result<Self, ApiError> {
         platform::text::reject_control_chars("owner", filter)?;
         let owner = filter.trim();
         if owner.is_empty() || owner == caller.username {
-            return Ok(Self(caller.username.clone()));
+            return Ok(Self::Caller(caller.user_id));
         }
         caller.require_banker()?;
         if owner.chars().count() > OWNER_MAX_CHARS {
@@ -58,11 +61,7 @@ impl Owner {
                 format!("at most {OWNER_MAX_CHARS} characters"),
             ));
         }
-        Ok(Self(owner.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
+        Ok(Self::Username(owner.to_owned()))
     }
 }
 

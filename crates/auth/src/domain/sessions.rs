@@ -82,6 +82,7 @@ pub async fn login(
     let (access_token, access_expires_at) = access(
         auth,
         &user.username,
+        user.id,
         user.role(),
         session_id,
         user.email_verified,
@@ -150,6 +151,7 @@ pub async fn renew(auth: &Auth, refresh_token: &str) -> Result<Issued, AuthError
     let (access_token, access_expires_at) = access(
         auth,
         &found.username,
+        found.user_id,
         role,
         found.session_id,
         found.email_verified,
@@ -281,12 +283,14 @@ async fn publish_revocations(
 fn access(
     auth: &Auth,
     username: &str,
+    user_id: Uuid,
     role: Role,
     sid: Uuid,
     email_verified: bool,
 ) -> Result<(String, DateTime<Utc>), AuthError> {
     let claims = Claims::access(
         username,
+        user_id,
         role,
         sid,
         email_verified,

@@ -449,6 +449,7 @@ async fn expired_access_token_is_refused() {
     app.sign_up("ann").await;
     let mut claims = Claims::access(
         "ann",
+        Uuid::new_v4(),
         Role::Depositor,
         Uuid::new_v4(),
         false,
@@ -470,6 +471,7 @@ async fn a_refresh_token_is_never_accepted_as_an_access_token() {
     // nor a signed token of another type
     let mut claims = Claims::access(
         "ann",
+        Uuid::new_v4(),
         Role::Depositor,
         Uuid::parse_str(&s.session_id).unwrap(),
         false,

@@ -52,16 +52,38 @@ async fn database_constraints_hold_without_the_services() {
     let db = TestDb::new().await;
     let p = &db.pool;
     let a: i64 = sqlx::query_scalar(
-        "INSERT INTO ledger.accounts (owner, currency) VALUES ('alice', 'USD') RETURNING id",
+        "INSERT INTO ledger.accounts (owner, owner_id, currency)
+         VALUES ('alice', '00000000-0000-0000-0000-00000000000a', 'USD') RETURNING id",
     )
     .fetch_one(p)
     .await
     .unwrap();
-    // one account per owner and currency
-    let dup = sqlx::query("INSERT INTO ledger.accounts (owner, currency) VALUES ('alice', 'USD')")
+    // one account per owner and currency: the owner is the user's id, whatever the username
+    let dup = sqlx::query(
+        "INSERT INTO ledger.accounts (owner, owner_id, currency)
+         VALUES ('alice2', '00000000-0000-0000-0000-00000000000a', 'USD')",
+    )
+    .execute(p)
+    .await;
+    assert!(dup.is_err());
+    // a customer account needs its owner's id, and only the bank's accounts have the nil id
+    for (owner_id, kind) in [
+        (None, "customer"),
+        (Some("00000000-0000-0000-0000-000000000000"), "customer"),
+        (Some("00000000-0000-0000-0000-00000000000c"), "system"),
+    ] {
+        let r = sqlx::query(
+            "INSERT INTO ledger.accounts (owner, owner_id, currency, kind) VALUES ('carl', $1::uuid, 'EUR', $2)",
+        )
+        .bind(owner_id)
+        .bind(kind)
         .execute(p)
         .await;
-    assert!(dup.is_err());
+        assert!(
+            r.is_err(),
+            "{kind} account with owner_id {owner_id:?} must be refused"
+        );
+    }
     // a customer balance never goes below zero
     let neg = sqlx::query("UPDATE ledger.accounts SET balance = -1 WHERE id = $1")
         .bind(a)
@@ -70,7 +92,8 @@ async fn database_constraints_hold_without_the_services() {
     assert!(neg.is_err());
     // transfers move a positive amount between two different accounts
     let b: i64 = sqlx::query_scalar(
-        "INSERT INTO ledger.accounts (owner, currency) VALUES ('bob', 'USD') RETURNING id",
+        "INSERT INTO ledger.accounts (owner, owner_id, currency)
+         VALUES ('bob', '00000000-0000-0000-0000-00000000000b', 'USD') RETURNING id",
     )
     .fetch_one(p)
     .await

@@ -17,7 +17,14 @@ use platform::{
 use uuid::Uuid;
 
 fn token(maker: &Arc<dyn TokenMaker>, sid: Uuid) -> String {
-    let claims = Claims::access("ann", Role::Depositor, sid, true, Duration::from_secs(600));
+    let claims = Claims::access(
+        "ann",
+        Uuid::new_v4(),
+        Role::Depositor,
+        sid,
+        true,
+        Duration::from_secs(600),
+    );
     maker.sign(&claims).unwrap()
 }
 

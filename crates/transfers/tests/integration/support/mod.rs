@@ -78,9 +78,10 @@ impl App {
     /// Opens a customer account directly in the database (the accounts service's job).
     pub async fn open(&self, owner: &str, currency: &str) -> i64 {
         sqlx::query_scalar(
-            "INSERT INTO ledger.accounts (owner, currency) VALUES ($1, $2) RETURNING id",
+            "INSERT INTO ledger.accounts (owner, owner_id, currency) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(owner)
+        .bind(test_support::user_id(owner))
         .bind(currency)
         .fetch_one(&self.db.pool)
         .await
