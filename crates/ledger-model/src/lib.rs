@@ -6,11 +6,13 @@
 //! validate": [`AccountId`], [`Currency`], [`PageSize`], [`PageToken`]), the account row with its
 //! enum columns ([`Account`], [`AccountKind`], [`AccountStatus`]), the one read of an account
 //! ([`store::get_account`]), who may see an account ([`Account::visible_to`]), and the start-up
-//! job that creates each currency's system account ([`keep_ensuring_system_accounts`]).
+//! job that creates each currency's system account ([`keep_ensuring_system_accounts`]), and the
+//! names of the ledger's event outbox and stream ([`events`]).
 
 mod account;
 mod account_id;
 mod currency;
+pub mod events;
 mod page;
 pub mod store;
 mod system_accounts;

@@ -1,6 +1,7 @@
 //! Settings of the transfers service (docs/configuration.md lists every key).
 
 use platform::config::{DatabaseConfig, ServerConfig, TelemetryConfig, TokenConfig, Validate};
+use platform::outbox::RelayConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -10,6 +11,10 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub telemetry: TelemetryConfig,
     pub token: TokenConfig,
+    /// The relay of ledger events (ledger.outbox → Redis Stream `{key_prefix}events:ledger`). Off
+    /// by default (tests and tools start no relay); the mesh turns it on. While it is off the
+    /// events wait in ledger.outbox, none is lost. `relay.redis` unset: Redis at its defaults.
+    pub relay: RelayConfig,
     /// ISO 4217 codes money may move in (the same list as the accounts service's).
     pub currencies: Vec<String>,
     /// Largest amount of one transfer, deposit or withdrawal, in minor units of any currency.
@@ -121,6 +126,10 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             telemetry: TelemetryConfig::default(),
             token: TokenConfig::default(),
+            relay: RelayConfig {
+                enabled: false,
+                ..RelayConfig::default()
+            },
             currencies: ledger_model::default_currencies(),
             max_transfer_amount: 100_000_000,
             require_verified_email: true,
@@ -134,6 +143,7 @@ impl Default for Config {
 impl Validate for Config {
     /// Rejects settings that would break a promise of the API, naming the key.
     fn validate(&self) -> anyhow::Result<()> {
+        self.relay.validate()?;
         ledger_model::Currencies::from_config(&self.currencies)?;
         anyhow::ensure!(
             self.max_transfer_amount > 0,

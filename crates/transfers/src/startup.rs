@@ -23,6 +23,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     let tokens = platform::revocations::follow(tokens, &cfg.token.revocations, shutdown.clone())?;
     let db = platform::db::pool(&cfg.database)?;
     platform::db::check_at_start(&db, &cfg.database).await?;
+    relay_ledger_events(&cfg, &db, &shutdown)?;
     tokio::spawn(ledger_model::keep_ensuring_system_accounts(
         db.clone(),
         currencies.clone(),
@@ -145,4 +146,27 @@ async fn expire_holds(db: PgPool, ledger: Ledger, cfg: HoldsConfig, shutdown: Sh
             _ = shutdown.wait() => return,
         }
     }
+}
+
+/// The ledger's outbox (written by triggers in each batch's transaction, see
+/// `migrations/20261202000300_ledger_events.up.sql`) relayed to the stream the webhooks service
+/// reads, by platform's relay (one at a time across replicas, in outbox order, at least once).
+fn relay_ledger_events(cfg: &Config, db: &PgPool, shutdown: &Shutdown) -> anyhow::Result<()> {
+    if !cfg.relay.enabled {
+        return Ok(());
+    }
+    let redis_cfg = cfg.relay.redis.clone().unwrap_or_default();
+    let redis = platform::redis::pool(&redis_cfg)?;
+    let streams =
+        platform::outbox::Streams::single(ledger_model::events::stream_key(&redis_cfg.key_prefix));
+    tokio::spawn(platform::outbox::run(
+        db.clone(),
+        redis,
+        redis_cfg,
+        ledger_model::events::OUTBOX,
+        streams,
+        cfg.relay.clone(),
+        shutdown.clone(),
+    ));
+    Ok(())
 }
