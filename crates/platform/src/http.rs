@@ -25,6 +25,9 @@ pub struct Readiness {
     reports: Vec<(&'static str, Check)>,
     /// The pools checked here; `/metrics` reports their usage too.
     pools: Vec<crate::pools::Pool>,
+    /// Once this fires (SIGTERM), `/readyz` answers 503 `shutting down` whatever the checks say,
+    /// so a load balancer stops sending before the service stops taking calls.
+    leaving: Option<Shutdown>,
 }
 
 impl Readiness {
@@ -65,6 +68,12 @@ impl Readiness {
             let pool = pool.clone();
             async move { crate::redis::ping(&pool).await.map_err(|e| e.to_string()) }
         })
+    }
+
+    /// `/readyz` answers 503 from the moment `shutdown` fires (see [`crate::serve_all`]).
+    pub fn leaving_on(mut self, shutdown: Shutdown) -> Self {
+        self.leaving = Some(shutdown);
+        self
     }
 
     /// No checks: always ready.
@@ -137,6 +146,9 @@ pub fn router(readiness: Readiness) -> Router {
 }
 
 async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
+    if readiness.leaving.as_ref().is_some_and(Shutdown::is_triggered) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
+    }
     let failed = readiness.run().await;
     let degraded = run_checks(&readiness.reports).await;
     let lines = |list: &[(&str, String)], tag: &str| {
@@ -155,7 +167,9 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
     }
 }
 
-/// Serves `router` on `listener` until shutdown.
+/// Serves `router` on `listener` until `shutdown` fires, then lets the requests in hand finish.
+/// A service whose side port must outlive its drain (so `/readyz` can say 503 meanwhile) passes a
+/// [`Shutdown`] it fires once its calls are done, as [`crate::serve_all`] does.
 pub async fn serve(
     listener: TcpListener,
     router: Router,

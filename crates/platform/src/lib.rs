@@ -62,20 +62,27 @@ pub async fn serve_all(
     readiness: http::Readiness,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    // the side port stays up until the gRPC calls are drained, answering /readyz 503 meanwhile
+    let drained = Shutdown::new();
     let http = http::serve(
         listeners.http,
-        http::router(readiness.clone()),
-        shutdown.clone(),
+        http::router(readiness.clone().leaving_on(shutdown.clone())),
+        drained.clone(),
     );
     // the gRPC health status follows the same checks as /readyz (the chart's probes ask it)
-    let grpc = grpc::serve_with_readiness(
-        server,
-        listeners.grpc,
-        routes,
-        service_names,
-        readiness,
-        shutdown.clone(),
-    );
+    let grpc = async {
+        let served = grpc::serve_with_readiness(
+            server,
+            listeners.grpc,
+            routes,
+            service_names,
+            readiness,
+            shutdown.clone(),
+        )
+        .await;
+        drained.trigger();
+        served
+    };
     let stop_on_error = |r: anyhow::Result<()>| {
         if r.is_err() {
             shutdown.trigger();

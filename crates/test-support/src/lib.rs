@@ -3,11 +3,13 @@
 //! - [`TestDb::new`]: a fresh database with every migration applied, dropped when the test ends.
 //! - [`TestRedis::new`]: a key namespace of its own in the real Redis, cleaned up at the end.
 //! - [`spawn`]: runs a service in-process on ephemeral ports; [`channel`] connects to it.
+//! - [`process::ServiceProcess`]: a service binary as a process of its own (signals, exit code).
 //!
 //! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) names the server and
 //! `REDIS_URL` (default `redis://127.0.0.1:6379`) the Redis; an unreachable one fails the test with
 //! a message naming the URL.
 
+pub mod process;
 pub mod servers;
 
 pub mod smtp;
@@ -256,22 +258,34 @@ where
 
 /// Whether an HTTP server answers `GET /healthz` at `addr` (any status) within half a second.
 async fn answers_http(addr: SocketAddr) -> bool {
+    http_status(addr, "/healthz").await.is_some()
+}
+
+/// The status of `GET path` at `addr` (plain HTTP/1.1), `None` when nothing answers within half a
+/// second: for probes (`/readyz`) without an HTTP client dependency.
+pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
         stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await
             .ok()?;
-        let mut head = [0u8; 5];
+        // "HTTP/1.1 503"
+        let mut head = [0u8; 12];
         stream.read_exact(&mut head).await.ok()?;
-        Some(&head == b"HTTP/")
+        if !head.starts_with(b"HTTP/") {
+            return None;
+        }
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
     };
     tokio::time::timeout(Duration::from_millis(500), attempt)
         .await
         .ok()
         .flatten()
-        .unwrap_or(false)
 }
 
 /// A connected channel to `addr` (retries for up to 5 s while the server starts).
