@@ -6,6 +6,7 @@ mod concurrency;
 mod holds;
 mod locked_rows;
 mod migrations;
+mod shutdown;
 mod sql_reasons;
 mod support;
 mod throughput_probe;
