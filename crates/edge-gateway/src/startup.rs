@@ -74,46 +74,53 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         }
         r
     };
-    let (g, a, h) = tokio::join!(
-        async {
-            stop_on_error(
-                platform::grpc::serve_with_readiness(
-                    &cfg.server,
-                    listeners.grpc,
-                    routes,
-                    &names,
-                    readiness.clone(),
-                    shutdown.clone(),
+    // The admin port outlives the drain of both doors, answering /readyz 503 from SIGTERM on, so
+    // a load balancer sees the gateway leaving while its calls finish.
+    let drained = Shutdown::new();
+    let doors = async {
+        let doors = tokio::join!(
+            async {
+                stop_on_error(
+                    platform::grpc::serve_with_readiness(
+                        &cfg.server,
+                        listeners.grpc,
+                        routes,
+                        &names,
+                        readiness.clone(),
+                        shutdown.clone(),
+                    )
+                    .await,
                 )
-                .await,
-            )
-        },
-        async {
-            // private: never behind the ingress (metrics carry business figures, readiness
-            // carries upstream error text)
-            stop_on_error(
-                platform::http::serve(
-                    admin,
-                    platform::http::router(readiness.clone()),
-                    shutdown.clone(),
+            },
+            async {
+                stop_on_error(
+                    serve_http(
+                        listeners.http,
+                        router,
+                        &cfg.limits,
+                        &cfg.trusted_proxies,
+                        shutdown.clone(),
+                        grace,
+                    )
+                    .await,
                 )
-                .await,
+            }
+        );
+        drained.trigger();
+        doors
+    };
+    let ((g, h), a) = tokio::join!(doors, async {
+        // private: never behind the ingress (metrics carry business figures, readiness
+        // carries upstream error text)
+        stop_on_error(
+            platform::http::serve(
+                admin,
+                platform::http::router(readiness.clone().leaving_on(shutdown.clone())),
+                drained.clone(),
             )
-        },
-        async {
-            stop_on_error(
-                serve_http(
-                    listeners.http,
-                    router,
-                    &cfg.limits,
-                    &cfg.trusted_proxies,
-                    shutdown.clone(),
-                    grace,
-                )
-                .await,
-            )
-        }
-    );
+            .await,
+        )
+    });
     // the last spans of the drained requests would otherwise die with the process
     platform::telemetry::flush().await;
     g.and(a).and(h)

@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use test_support::Running;
 use tonic::{Request, Response, Status};
 
+mod faults;
+
 /// Echoes what the gateway sent, and fails on cue.
 struct Echo;
 
@@ -63,6 +65,10 @@ impl AuthService for Echo {
         }
         if req.get_ref().username.starts_with("slow") {
             tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        // still in hand when the drain test's SIGTERM comes
+        if req.get_ref().username.starts_with("drain") {
+            tokio::time::sleep(faults::UPSTREAM_TAKES).await;
         }
         if req.get_ref().password != "right" {
             return Err(ApiError::unauthenticated("invalid_credentials", "wrong").into());

@@ -1,0 +1,127 @@
+//! The gateway under faults: SIGTERM drains both doors (the gateway binary in a process of its
+//! own), and an upstream lost mid-call is an honest 503 `outcome_unknown`, never a 500.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use platform::{config::ServerConfig, http::Readiness};
+use proto::auth::v1::{self as pb, auth_service_server::AuthServiceServer};
+use serde_json::json;
+use test_support::process::{ServiceProcess, free_addr};
+
+use crate::Echo;
+
+/// How long the upstream takes with a `drain…` login: the calls are in hand at the signal.
+pub const UPSTREAM_TAKES: Duration = Duration::from_millis(800);
+
+const SECRET: &str = "gateway-test-secret";
+
+async fn echo_upstream() -> test_support::Running {
+    let server = ServerConfig {
+        gateway_secret: Some(platform::config::GatewaySecret(SECRET.into())),
+        ..ServerConfig::default()
+    };
+    test_support::spawn(|l, s| async move {
+        let routes = tonic::service::Routes::new(AuthServiceServer::new(Echo));
+        platform::serve_all(
+            &server,
+            l,
+            routes,
+            &[proto::service_names::AUTH],
+            Readiness::new(),
+            s,
+        )
+        .await
+    })
+    .await
+}
+
+/// The gateway binary: auth at `auth_url`, the other upstreams nowhere.
+async fn gateway_process(
+    auth_url: &str,
+) -> (
+    ServiceProcess,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
+    let (http, grpc, admin, nowhere) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let env: Vec<(String, String)> = [
+        ("EDGE_GATEWAY_HTTP_ADDR", http.to_string()),
+        ("EDGE_GATEWAY_GRPC_ADDR", grpc.to_string()),
+        ("EDGE_GATEWAY_ADMIN_ADDR", admin.to_string()),
+        ("EDGE_GATEWAY_UPSTREAMS__AUTH", auth_url.to_owned()),
+        ("EDGE_GATEWAY_UPSTREAMS__ACCOUNTS", format!("http://{nowhere}")),
+        ("EDGE_GATEWAY_UPSTREAMS__TRANSFERS", format!("http://{nowhere}")),
+        ("EDGE_GATEWAY_RATE_LIMIT__PER_IP_PER_MINUTE", "0".to_owned()),
+        ("EDGE_GATEWAY_SERVER__GATEWAY_SECRET", SECRET.to_owned()),
+        ("EDGE_GATEWAY_SERVER__SHUTDOWN_GRACE_SECS", "10".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let process = ServiceProcess::start(env!("CARGO_BIN_EXE_edge-gateway"), &env, http).await;
+    (process, http, grpc, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_every_http_and_grpc_call_in_hand_before_exiting() {
+    let upstream = echo_upstream().await;
+    let (mut gateway, http, grpc, admin) = gateway_process(&upstream.grpc_url()).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let channel = test_support::channel(grpc).await;
+
+    let over_http = (0..16).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let resp = client
+                .post(format!("http://{http}/v1/sessions"))
+                .json(&json!({"username": format!("drain{i}"), "password": "right"}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<u16, String>(resp.status().as_u16())
+        })
+    });
+    let over_grpc = (0..16).map(|i| {
+        let mut client = pb::auth_service_client::AuthServiceClient::new(channel.clone());
+        tokio::spawn(async move {
+            client
+                .login_user(pb::LoginUserRequest {
+                    username: format!("drain{i}"),
+                    password: "right".into(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{:?} {}", e.code(), e.message()))
+        })
+    });
+    let (over_http, over_grpc): (Vec<_>, Vec<_>) = (over_http.collect(), over_grpc.collect());
+    // every call has reached the upstream, which holds it UPSTREAM_TAKES
+    tokio::time::sleep(UPSTREAM_TAKES / 4).await;
+    gateway.sigterm();
+    tokio::time::sleep(UPSTREAM_TAKES / 4).await;
+    let readyz = test_support::http_status(admin, "/readyz").await;
+    let new_connection = tokio::net::TcpStream::connect(http).await;
+    let http_answers = join_all(over_http).await;
+    let grpc_answers = join_all(over_grpc).await;
+    let ended = gateway.wait(Duration::from_secs(15)).await;
+
+    for answer in http_answers {
+        assert_eq!(answer.unwrap(), Ok(200), "an HTTP call in hand at SIGTERM");
+    }
+    for answer in grpc_answers {
+        assert_eq!(answer.unwrap(), Ok(()), "a gRPC call in hand at SIGTERM");
+    }
+    assert!(ended.status.success(), "{:?}\n{}", ended.status, gateway.log_text());
+    let after = ended.after_signal.unwrap();
+    assert!(
+        after >= UPSTREAM_TAKES / 2 && after < Duration::from_secs(10),
+        "exits once the calls are done, within the grace period: {after:?}"
+    );
+    assert_eq!(readyz, Some(503), "the admin port says the gateway is leaving");
+    assert!(new_connection.is_err(), "no new connections during the drain");
+}
