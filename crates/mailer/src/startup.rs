@@ -23,8 +23,10 @@ pub async fn run(cfg: Config, http: TcpListener, shutdown: Shutdown) -> anyhow::
         transport,
         shutdown.clone(),
     )?);
-    let readiness = Readiness::new().redis(redis);
-    let http = platform::http::serve(http, platform::http::router(readiness), shutdown.clone());
+    // the side port outlives the consumer's drain, answering /readyz 503 from SIGTERM on
+    let drained = Shutdown::new();
+    let readiness = Readiness::new().redis(redis).leaving_on(shutdown.clone());
+    let http = platform::http::serve(http, platform::http::router(readiness), drained.clone());
     // aborted when `run` ends or is dropped (e.g. the task running it is aborted)
     let _stats = AbortOnDrop(tokio::spawn(stats::run(mailer.clone())));
     // The consumer is a future beside the HTTP server, not a spawned task: dropping `run` stops
@@ -38,7 +40,9 @@ pub async fn run(cfg: Config, http: TcpListener, shutdown: Shutdown) -> anyhow::
         r
     };
     let (h, c) = tokio::join!(async { stop_on_error(http.await) }, async {
-        stop_on_error(consume.await)
+        let consumed = stop_on_error(consume.await);
+        drained.trigger();
+        consumed
     });
     platform::telemetry::flush().await; // spans still buffered for export
     h.and(c)

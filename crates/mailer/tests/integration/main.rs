@@ -6,5 +6,6 @@
 mod support;
 
 mod consumer;
+mod faults;
 mod file_transport;
 mod logs;
