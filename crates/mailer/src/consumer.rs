@@ -1,5 +1,6 @@
-//! The consumer-group loop: read user events (new ones with XREADGROUP, ones another consumer
-//! left pending with XAUTOCLAIM) and hand each to a task that delivers it
+//! The consumer-group loop: read user events (new ones with XREADGROUP, this consumer's own
+//! pending ones first after a (re)start, ones another consumer left pending with XAUTOCLAIM) and
+//! hand each to a task that delivers it
 //! ([`crate::domain::delivery`]), at most `read_count` at a time. Redis going away drops the
 //! reader connection; it is made anew (and the group re-created if lost) with a capped backoff.
 
@@ -42,7 +43,7 @@ pub async fn run(mailer: Arc<Mailer>, client: redis::Client) -> anyhow::Result<(
         let Some(permits) = free_slots(&slots, &mailer).await else {
             break;
         };
-        match reader.fetch(&mailer, permits.len()).await {
+        match reader.fetch(&mailer, &in_flight, permits.len()).await {
             Ok(entries) => {
                 for (entry, permit) in entries.into_iter().zip(permits) {
                     spawn_handler(&mailer, &mut tasks, &in_flight, entry, permit);
@@ -114,7 +115,20 @@ struct Reader {
     claim_cursor: String,
     next_claim: Instant,
     failures: u32,
+    /// This consumer's own pending entries are to be read (again) at `next_own`: set when the
+    /// reader connects, so a mailer restarted under the same name (the pod name) sends what its
+    /// previous process left pending at once, not after `claim_idle_ms`. Cleared once every own
+    /// pending entry is in hand here.
+    own_pending: bool,
+    next_own: Instant,
 }
+
+/// How often the own pending entries are read again while some are not in hand: one still leased
+/// by the previous process (it died mid-send) is retried once that lease has expired.
+const OWN_PENDING_RECHECK: Duration = Duration::from_secs(1);
+
+/// Own pending entries looked at per read: the bound on one XREADGROUP 0.
+const OWN_PENDING_PAGE: usize = 1_000;
 
 impl Reader {
     fn new(client: redis::Client) -> Self {
@@ -124,16 +138,26 @@ impl Reader {
             claim_cursor: "0-0".to_owned(),
             next_claim: Instant::now(),
             failures: 0,
+            own_pending: true,
+            next_own: Instant::now(),
         }
     }
 
     /// Up to `count` messages: a reclaim step when one is due, else new messages. After a Redis
     /// failure, `Err` holds the wait before the next try (the connection is made anew then).
-    async fn fetch(&mut self, mailer: &Mailer, count: usize) -> Result<Vec<StreamId>, Duration> {
+    async fn fetch(
+        &mut self,
+        mailer: &Mailer,
+        in_flight: &Mutex<HashSet<String>>,
+        count: usize,
+    ) -> Result<Vec<StreamId>, Duration> {
         let conn = match self.conn.as_mut() {
             Some(c) => c,
             None => match connect_reader(&self.client, mailer).await {
-                Ok(c) => self.conn.insert(c),
+                Ok(c) => {
+                    (self.own_pending, self.next_own) = (true, Instant::now());
+                    self.conn.insert(c)
+                }
                 Err(e) => {
                     self.failures += 1;
                     tracing::warn!(error = %e, "cannot reach Redis; retrying");
@@ -141,7 +165,28 @@ impl Reader {
                 }
             },
         };
-        let fetched = if Instant::now() >= self.next_claim {
+        let fetched = if self.own_pending && Instant::now() >= self.next_own {
+            store::read_own_pending(conn, &mailer.group, OWN_PENDING_PAGE)
+                .await
+                .map(|entries| {
+                    let in_hand = in_flight.lock().unwrap();
+                    let mut fresh: Vec<StreamId> = entries
+                        .into_iter()
+                        .filter(|e| !in_hand.contains(&e.id))
+                        .collect();
+                    if fresh.is_empty() {
+                        self.own_pending = false;
+                    } else {
+                        tracing::info!(
+                            count = fresh.len(),
+                            "own pending messages of a previous process picked up"
+                        );
+                        self.next_own = Instant::now() + OWN_PENDING_RECHECK;
+                        fresh.truncate(count);
+                    }
+                    fresh
+                })
+        } else if Instant::now() >= self.next_claim {
             reclaim(
                 conn,
                 mailer,

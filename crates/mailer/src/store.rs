@@ -79,6 +79,30 @@ pub async fn read_new_messages(
         .unwrap_or_default())
 }
 
+/// This consumer's own pending entries (read before, never acknowledged: a previous process
+/// under the same consumer name died with them), oldest first, at most `count`: XREADGROUP with
+/// id `0` instead of `>` returns the consumer's pending list rather than new messages.
+pub async fn read_own_pending(
+    conn: &mut MultiplexedConnection,
+    group: &Group,
+    count: usize,
+) -> RedisResult<Vec<StreamId>> {
+    let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&group.group)
+        .arg(&group.consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(&group.stream)
+        .arg("0")
+        .query_async(conn)
+        .await?;
+    Ok(reply
+        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+        .unwrap_or_default())
+}
+
 /// One XAUTOCLAIM step from `cursor`: messages pending for at least `min_idle_ms` become ours.
 pub async fn claim_idle_messages(
     conn: &mut MultiplexedConnection,
