@@ -133,6 +133,31 @@ impl AuthService for AuthApi {
         ok(user_pb(&user))
     }
 
+    async fn delete_user(
+        &self,
+        req: Request<pb::DeleteUserRequest>,
+    ) -> RpcResult<pb::DeleteUserResponse> {
+        let caller = self.caller(&req)?;
+        let trace = traceparent(&req);
+        let ip = client_ip(&req);
+        let r = req.into_inner();
+        plain_text(&[("username", &r.username)])?;
+        let d = users::delete_user(
+            &self.auth,
+            &caller,
+            &r.username,
+            &r.password,
+            &ip,
+            trace.as_deref(),
+        )
+        .await?;
+        ok(pb::DeleteUserResponse {
+            username: d.username,
+            id: d.id.to_string(),
+            sessions_revoked: i32::try_from(d.sessions_revoked).unwrap_or(i32::MAX),
+        })
+    }
+
     async fn verify_email(
         &self,
         req: Request<pb::VerifyEmailRequest>,
@@ -192,5 +217,6 @@ fn user_pb(u: &User) -> pb::User {
         email_verified: u.email_verified,
         password_changed_at: Some(proto::timestamp(u.password_changed_at)),
         created_at: Some(proto::timestamp(u.created_at)),
+        id: u.id.to_string(),
     }
 }

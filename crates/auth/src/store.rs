@@ -143,6 +143,17 @@ pub async fn mark_user_verified(
     Ok(done.rows_affected() == 1)
 }
 
+/// Deletes the user `id`; its sessions, their refresh tokens and its verifications go with it
+/// (ON DELETE CASCADE). False when there is no such user.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.delete_user", otel.kind = "client", db.system = "postgresql"))]
+pub async fn delete_user(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM auth.users WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 // --- email verification ---------------------------------------------------------------------
 
 #[derive(Debug, sqlx::FromRow)]
@@ -240,27 +251,32 @@ pub async fn insert_outbox(
 
 // --- sessions -------------------------------------------------------------------------------
 
+/// Opens a session of the user `user_id` (username `username`); false when that username no
+/// longer belongs to that id (deleted since the password was checked, perhaps taken again by a
+/// new user), so no session of one user is ever opened for another.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.insert_session", otel.kind = "client", db.system = "postgresql"))]
 pub async fn insert_session(
     conn: &mut PgConnection,
     id: Uuid,
+    user_id: Uuid,
     username: &str,
     user_agent: &str,
     client_ip: &str,
     expires_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "INSERT INTO auth.sessions (id, username, user_agent, client_ip, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
+         SELECT $1, username, $3, $4, $5 FROM auth.users WHERE username = $2 AND id = $6",
     )
     .bind(id)
     .bind(username)
     .bind(user_agent)
     .bind(client_ip)
     .bind(expires_at)
+    .bind(user_id)
     .execute(conn)
-    .await
-    .map(|_| ())
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.insert_refresh_token", otel.kind = "client", db.system = "postgresql"))]

@@ -34,6 +34,12 @@ pub enum AuthError {
     UserNotFound,
     #[error("not allowed")]
     Forbidden,
+    /// The password confirming a self-deletion is not the user's.
+    #[error("wrong password")]
+    WrongPassword,
+    /// A banker asked to delete another banker (the operator's job).
+    #[error("bankers are not deleted through the API")]
+    BankerNotDeletable,
     #[error("verification not found")]
     VerificationNotFound,
     #[error("verification expired")]
@@ -134,7 +140,16 @@ impl From<AuthError> for ApiError {
             UserNotFound => ApiError::not_found("user_not_found", "no such user"),
             Forbidden => ApiError::permission_denied(
                 "forbidden",
-                "a depositor may only read and update themself",
+                "a depositor may only read, update and delete themself",
+            ),
+            WrongPassword => ApiError::permission_denied(
+                "wrong_password",
+                "the password does not match; the user was not deleted",
+            )
+            .with_violation("password", "does not match"),
+            BankerNotDeletable => ApiError::permission_denied(
+                "banker_not_deletable",
+                "a banker is removed by the operator, not through the API",
             ),
             VerificationNotFound => ApiError::not_found(
                 "verification_not_found",

@@ -67,15 +67,25 @@ pub async fn login(
         (Utc::now() + secs(auth.session.refresh_token_ttl_secs)).trunc_subsecs(0);
     let refresh_token = secrets::random_token();
     let mut tx = auth.db.begin().await?;
-    store::insert_session(
+    let opened = store::insert_session(
         &mut tx,
         session_id,
+        user.id,
         &user.username,
         &client.user_agent,
         &client.ip,
         refresh_expires_at,
     )
-    .await?;
+    .await
+    .or_else(|e| match &e {
+        // the user's deletion committed while this insert waited for its row
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => Ok(false),
+        _ => Err(e),
+    })?;
+    if !opened {
+        // deleted while its password was being checked: as if it never existed
+        return Err(AuthError::InvalidCredentials);
+    }
     store::insert_refresh_token(&mut tx, &secrets::token_hash(&refresh_token), session_id).await?;
     tx.commit().await?;
 

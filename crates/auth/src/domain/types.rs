@@ -11,7 +11,7 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn new(field: &'static str, description: impl Into<String>) -> Self {
+    pub fn new(field: &'static str, description: impl Into<String>) -> Self {
         Self {
             field,
             description: description.into(),

@@ -1,12 +1,14 @@
 //! Sign-up, reading and updating users.
 
 use chrono::{SubsecRound, Utc};
-use platform::Caller;
+use platform::{Caller, token::Role};
 use serde_json::json;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::{
-    Auth, AuthError, Email, FullName, Password, User, Username, collect, secrets, sessions,
+    Auth, AuthError, Email, FullName, Password, User, Username, Violation, collect, secrets,
+    sessions,
 };
 use crate::{config::VerificationConfig, store};
 
@@ -121,11 +123,16 @@ pub fn target(caller: &Caller, requested: &str) -> Result<String, AuthError> {
     }
 }
 
+/// `user` unless it holds the caller's username under another id: a token of a deleted user
+/// whose username a new user has taken since never reaches the new user's record (its session
+/// is revoked too, but revocation reaches auth through Redis and fails open).
+pub(crate) fn same_user(caller: &Caller, user: Option<User>) -> Option<User> {
+    user.filter(|u| u.username != caller.username || u.id == caller.user_id)
+}
+
 pub async fn get_user(auth: &Auth, caller: &Caller, requested: &str) -> Result<User, AuthError> {
     let username = target(caller, requested)?;
-    store::get_user(&auth.db, &username)
-        .await?
-        .ok_or(AuthError::UserNotFound)
+    same_user(caller, store::get_user(&auth.db, &username).await?).ok_or(AuthError::UserNotFound)
 }
 
 /// A parsed update; `None` fields stay as they are.
@@ -174,8 +181,7 @@ pub async fn update_user(
         None => None,
     };
     let mut tx = auth.db.begin().await?;
-    let current = store::lock_user(&mut tx, &username)
-        .await?
+    let current = same_user(caller, store::lock_user(&mut tx, &username).await?)
         .ok_or(AuthError::UserNotFound)?;
     let new_email = changes
         .email
@@ -213,4 +219,91 @@ pub async fn update_user(
     }
     tx.commit().await?;
     Ok(user)
+}
+
+/// What [`delete_user`] did.
+#[derive(Debug)]
+pub struct Deleted {
+    pub username: String,
+    pub id: Uuid,
+    /// The open sessions revoked.
+    pub sessions_revoked: usize,
+}
+
+/// Deletes a user. The caller may delete themself, confirming with their password (checked like
+/// a login: wrong guesses count against the login throttle of the caller's username and IP, so
+/// a stolen access token cannot be used to guess it); a banker may delete any depositor without
+/// it (bankers are made and removed by the operator, not through the API). In one transaction:
+/// the user row goes (its sessions, refresh tokens and verifications by ON DELETE CASCADE), every
+/// open session is published as revoked (so its access tokens stop working in every service
+/// within a second or two) and a `user.deleted` event is written to the outbox. The username is
+/// free at once; the user's accounts stay in the ledger under the deleted id, which no later user
+/// gets.
+pub async fn delete_user(
+    auth: &Auth,
+    caller: &Caller,
+    requested: &str,
+    password: &str,
+    client_ip: &str,
+    traceparent: Option<&str>,
+) -> Result<Deleted, AuthError> {
+    let username = target(caller, requested)?;
+    let own = username == caller.username;
+    if own {
+        if password.is_empty() {
+            return Err(AuthError::invalid(Violation::new(
+                "password",
+                "required to delete yourself",
+            )));
+        }
+        auth.throttle
+            .check_login(Some(&username), client_ip)
+            .await?;
+    }
+    let user = same_user(caller, store::get_user(&auth.db, &username).await?)
+        .ok_or(AuthError::UserNotFound)?;
+    if own {
+        // a deleted-and-reused name was filtered above, so this is the caller's own hash
+        if !auth
+            .hasher
+            .verify(password, Some(&user.hashed_password))
+            .await
+        {
+            metrics::counter!("login_failures_total").increment(1);
+            auth.throttle
+                .record_login_failure(Some(&username), client_ip)
+                .await;
+            return Err(AuthError::WrongPassword);
+        }
+    } else if user.role() == Role::Banker {
+        return Err(AuthError::BankerNotDeletable);
+    }
+
+    let mut tx = auth.db.begin().await?;
+    // the row as it is now, locked: a password change since the check above is a new password
+    let locked = store::lock_user(&mut tx, &username)
+        .await?
+        .filter(|u| u.id == user.id && (!own || u.hashed_password == user.hashed_password))
+        .ok_or(AuthError::UserNotFound)?;
+    let open = store::list_open_sessions(&mut tx, &locked.username).await?;
+    sessions::publish_revoked(auth, &mut tx, &open).await?;
+    if !store::delete_user(&mut tx, locked.id).await? {
+        return Err(AuthError::UserNotFound);
+    }
+    let payload = json!({
+        "user_id": locked.id,
+        "username": locked.username,
+        "deleted_by": caller.username,
+        "deleted_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "sessions_revoked": open.len(),
+    });
+    store::insert_outbox(&mut tx, "user.deleted", &payload, traceparent).await?;
+    tx.commit().await?;
+    tracing::info!(username = %locked.username, user_id = %locked.id, by = %caller.username,
+        sessions_revoked = open.len(), "user deleted");
+    Ok(Deleted {
+        username: locked.username,
+        id: locked.id,
+        sessions_revoked: open.len(),
+    })
 }

@@ -42,8 +42,7 @@ pub async fn resend(
     caller: &Caller,
     traceparent: Option<&str>,
 ) -> Result<String, AuthError> {
-    let user = store::get_user(&auth.db, &caller.username)
-        .await?
+    let user = super::users::same_user(caller, store::get_user(&auth.db, &caller.username).await?)
         .ok_or(AuthError::UserNotFound)?;
     if user.email_verified {
         return Err(AuthError::AlreadyVerified);

@@ -3,6 +3,7 @@
 //! `hash_memory` measures a process's peak memory, so it runs itself again in a process of its
 //! own.
 
+mod deletion;
 mod hash_memory;
 mod relay;
 mod sessions;
