@@ -24,6 +24,47 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     pub batch: BatchConfig,
     pub holds: HoldsConfig,
+    pub metadata: MetadataConfig,
+    pub transactions: TransactionsConfig,
+}
+
+/// What a client may attach to a money movement (like Stripe's metadata limits).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetadataConfig {
+    /// Most metadata keys on one money movement (0..=100).
+    pub max_keys: usize,
+    /// Longest metadata key, in characters (1..=100).
+    pub max_key_chars: usize,
+    /// Longest metadata value, in characters (1..=1_000).
+    pub max_value_chars: usize,
+    /// Longest description, in characters (1..=1_000; the column's CHECK allows 1000).
+    pub max_description_chars: usize,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            max_keys: 50,
+            max_key_chars: 40,
+            max_value_chars: 500,
+            max_description_chars: 500,
+        }
+    }
+}
+
+/// Multi-leg transactions (CreateTransaction).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransactionsConfig {
+    /// Most legs in one transaction (2..=100); each leg is a transfer of the same group commit.
+    pub max_legs: usize,
+}
+
+impl Default for TransactionsConfig {
+    fn default() -> Self {
+        Self { max_legs: 10 }
+    }
 }
 
 /// Holds (pending transfers): how long one may last, and the sweep that expires them.
@@ -136,6 +177,8 @@ impl Default for Config {
             idempotency: IdempotencyConfig::default(),
             batch: BatchConfig::default(),
             holds: HoldsConfig::default(),
+            metadata: MetadataConfig::default(),
+            transactions: TransactionsConfig::default(),
         }
     }
 }
@@ -174,6 +217,24 @@ impl Validate for Config {
             10..=3_600_000,
         )?;
         platform::config::ensure_in_range("holds.sweep_batch", h.sweep_batch, 1..=10_000)?;
+        let m = &self.metadata;
+        platform::config::ensure_in_range("metadata.max_keys", m.max_keys, 0..=100)?;
+        platform::config::ensure_in_range("metadata.max_key_chars", m.max_key_chars, 1..=100)?;
+        platform::config::ensure_in_range(
+            "metadata.max_value_chars",
+            m.max_value_chars,
+            1..=1_000,
+        )?;
+        platform::config::ensure_in_range(
+            "metadata.max_description_chars",
+            m.max_description_chars,
+            1..=1_000,
+        )?;
+        platform::config::ensure_in_range(
+            "transactions.max_legs",
+            self.transactions.max_legs,
+            2..=100,
+        )?;
         let b = &self.batch;
         anyhow::ensure!(
             (1..=1_000).contains(&b.max_size),

@@ -7,20 +7,24 @@ use chrono::{DateTime, Utc};
 use platform::{ApiError, Caller, caller::RpcResult, token::TokenMaker};
 use proto::timestamp;
 use proto::transfers::v1::{
-    Balance, CreateTransferRequest, CurrencyTotal, DepositRequest, Entry, GetBalanceRequest,
-    GetTransferRequest, ListEntriesRequest, ListEntriesResponse, ListTransfersRequest,
-    ListTransfersResponse, PostTransferRequest, ReconcileRequest, ReconcileResponse, Transfer,
-    TransferKind, TransferResult, TransferStatus, VoidTransferRequest, WithdrawRequest,
+    Balance, CreateTransactionRequest, CreateTransferRequest, CurrencyTotal, DepositRequest, Entry,
+    GetBalanceRequest, GetTransactionRequest, GetTransferRequest, ListEntriesRequest,
+    ListEntriesResponse, ListTransfersRequest, ListTransfersResponse, PostTransferRequest,
+    ReconcileRequest, ReconcileResponse, ReverseTransferRequest, Transaction, TransactionResult,
+    Transfer, TransferKind, TransferResult, TransferStatus, VoidTransferRequest, WithdrawRequest,
     transfers_service_server::TransfersService,
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use std::collections::HashMap;
+
 use crate::{
+    config::MetadataConfig,
     domain::{
-        AccountId, Amount, Command, Currencies, EntryLine, Kind, Ledger, LedgerError, Operation,
-        Outcome, PageSize, PageToken, Reads, Refusal, Status as TransferState, TimeRange,
-        TransferId, movement, reconcile,
+        AccountId, Amount, Command, Currencies, EntryLine, Kind, Ledger, LedgerError, Leg, Memo,
+        Operation, Outcome, PageSize, PageToken, Reads, Refusal, Status as TransferState,
+        TimeRange, TransferId, memo::metadata_from_json, movement, reconcile,
     },
     store::{EntryRow, TransferRow},
 };
@@ -38,6 +42,10 @@ pub struct TransfersApi {
     pub require_verified_email: bool,
     /// The server's per-request timeout: a request still queued after it is not applied.
     pub request_timeout: Duration,
+    /// Bounds of descriptions and metadata.
+    pub metadata_limits: MetadataConfig,
+    /// Most legs of a multi-leg transaction.
+    pub max_legs: usize,
 }
 
 impl TransfersApi {
@@ -79,6 +87,119 @@ impl TransfersApi {
         Ok(Response::new(result_to_proto(outcome)))
     }
 
+    fn memo(
+        &self,
+        description: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Memo, ApiError> {
+        Memo::parse(description, metadata, &self.metadata_limits)
+    }
+
+    /// A multi-leg transaction: 2 to `max_legs` legs, each a transfer between two accounts.
+    fn parse_transaction(
+        &self,
+        request: &Request<CreateTransactionRequest>,
+    ) -> Result<Command, ApiError> {
+        let caller = self.spender(request)?;
+        let req = request.get_ref();
+        if req.legs.len() < 2 || req.legs.len() > self.max_legs {
+            return Err(ApiError::invalid_field(
+                "legs",
+                format!("2 to {} legs", self.max_legs),
+            ));
+        }
+        let memo = self.memo(&req.description, &req.metadata)?;
+        let legs = req
+            .legs
+            .iter()
+            .enumerate()
+            .map(|(i, leg)| {
+                let field = |name: &str| format!("legs[{i}].{name}");
+                let from = AccountId::parse(leg.from_account_id, &field("from_account_id"))?;
+                let to = AccountId::parse(leg.to_account_id, &field("to_account_id"))?;
+                if from == to {
+                    return Err(LedgerError::LegRefused {
+                        leg: i + 1,
+                        refusal: Refusal::SameAccount,
+                    }
+                    .into());
+                }
+                let amount =
+                    Amount::parse(leg.amount, self.max_transfer_amount).map_err(|e| ApiError {
+                        field_violations: e
+                            .field_violations
+                            .into_iter()
+                            .map(|mut v| {
+                                v.field = field(&v.field);
+                                v
+                            })
+                            .collect(),
+                        ..e
+                    })?;
+                let currency = self.currencies.parse(&leg.currency, &field("currency"))?;
+                let description = match leg.description.as_str() {
+                    "" => None,
+                    text => {
+                        let one = Memo::parse(text, &HashMap::new(), &self.metadata_limits)
+                            .map_err(|_| {
+                                ApiError::invalid_field(
+                                    &field("description"),
+                                    format!(
+                                        "at most {} characters, no control characters",
+                                        self.metadata_limits.max_description_chars
+                                    ),
+                                )
+                            })?;
+                        one.description
+                    }
+                };
+                Ok(Leg {
+                    from,
+                    to,
+                    amount,
+                    currency,
+                    description,
+                })
+            })
+            .collect::<Result<Vec<Leg>, ApiError>>()?;
+        Ok(Command {
+            as_banker: caller.is_banker(),
+            user_id: caller.user_id,
+            username: caller.username,
+            op: Operation::Transaction { legs },
+            idempotency_key: platform::caller::idempotency_key(
+                request.metadata(),
+                &req.request_id,
+            )?,
+            memo,
+        })
+    }
+
+    /// A reversal of a posted transfer, by its receiver or a banker (the ledger checks which).
+    fn parse_reversal(
+        &self,
+        request: &Request<ReverseTransferRequest>,
+    ) -> Result<Command, ApiError> {
+        let caller = self.spender(request)?;
+        let req = request.get_ref();
+        let transfer = TransferId::parse(req.id, "id")?;
+        let amount = match req.amount {
+            0 => None,
+            amount => Some(Amount::parse(amount, self.max_transfer_amount)?),
+        };
+        Ok(Command {
+            as_banker: caller.is_banker(),
+            user_id: caller.user_id,
+            username: caller.username,
+            op: Operation::Reverse { transfer, amount },
+            idempotency_key: platform::caller::idempotency_key(
+                request.metadata(),
+                &req.request_id,
+            )?,
+            memo: self.memo(&req.description, &req.metadata)?,
+        })
+    }
+
     fn parse_transfer(
         &self,
         request: &Request<CreateTransferRequest>,
@@ -115,12 +236,14 @@ impl TransfersApi {
         };
         Ok(Command {
             as_banker: caller.is_banker(),
+            user_id: caller.user_id,
             username: caller.username,
             op,
             idempotency_key: platform::caller::idempotency_key(
                 request.metadata(),
                 &req.request_id,
             )?,
+            memo: self.memo(&req.description, &req.metadata)?,
         })
     }
 
@@ -145,6 +268,7 @@ impl TransfersApi {
         &self,
         request: &Request<T>,
         (id, amount, request_id): (i64, Option<i64>, &str),
+        memo: (&str, &HashMap<String, String>),
     ) -> Result<Command, ApiError> {
         let caller = self.spender(request)?;
         let hold = TransferId::parse(id, "id")?;
@@ -158,9 +282,11 @@ impl TransfersApi {
         };
         Ok(Command {
             as_banker: caller.is_banker(),
+            user_id: caller.user_id,
             username: caller.username,
             op,
             idempotency_key: platform::caller::idempotency_key(request.metadata(), request_id)?,
+            memo: self.memo(memo.0, memo.1)?,
         })
     }
 
@@ -170,6 +296,7 @@ impl TransfersApi {
         request: &Request<T>,
         withdrawal: bool,
         (account_id, amount, currency, request_id): (i64, i64, &str, &str),
+        memo: (&str, &HashMap<String, String>),
     ) -> Result<Command, ApiError> {
         let caller = platform::caller::authenticate(request.metadata(), &self.tokens)?;
         caller.require_banker()?;
@@ -191,9 +318,11 @@ impl TransfersApi {
         };
         Ok(Command {
             as_banker: true,
+            user_id: caller.user_id,
             username: caller.username,
             op,
             idempotency_key: platform::caller::idempotency_key(request.metadata(), request_id)?,
+            memo: self.memo(memo.0, memo.1)?,
         })
     }
 }
@@ -231,7 +360,25 @@ impl TransfersService for TransfersApi {
         let account = AccountId::parse(req.account_id, "account_id")?;
         let size = PageSize::parse(req.page_size)?;
         let token = PageToken::parse(&req.page_token)?;
-        let (rows, next_page_token) = self.reads.transfers(&caller, account, size, token).await?;
+        let metadata = match (req.metadata_key.as_str(), req.metadata_value.as_str()) {
+            ("", "") => None,
+            ("", _) => {
+                return Err(ApiError::invalid_field(
+                    "metadata_key",
+                    "required with metadata_value",
+                )
+                .into());
+            }
+            (key, value) => {
+                platform::text::reject_control_chars("metadata_key", key)?;
+                platform::text::reject_control_chars("metadata_value", value)?;
+                Some((key.to_owned(), value.to_owned()))
+            }
+        };
+        let (rows, next_page_token) = self
+            .reads
+            .transfers(&caller, account, metadata, size, token)
+            .await?;
         Ok(Response::new(ListTransfersResponse {
             transfers: rows.into_iter().map(transfer_to_proto).collect(),
             next_page_token,
@@ -269,7 +416,8 @@ impl TransfersService for TransfersApi {
             r.currency.as_str(),
             r.request_id.as_str(),
         );
-        self.apply("deposit", self.parse_cash(&request, false, args))
+        let memo = (r.description.as_str(), &r.metadata);
+        self.apply("deposit", self.parse_cash(&request, false, args, memo))
             .await
     }
 
@@ -281,7 +429,8 @@ impl TransfersService for TransfersApi {
             r.currency.as_str(),
             r.request_id.as_str(),
         );
-        self.apply("withdrawal", self.parse_cash(&request, true, args))
+        let memo = (r.description.as_str(), &r.metadata);
+        self.apply("withdrawal", self.parse_cash(&request, true, args, memo))
             .await
     }
 
@@ -291,7 +440,9 @@ impl TransfersService for TransfersApi {
     ) -> RpcResult<TransferResult> {
         let r = request.get_ref();
         let args = (r.id, Some(r.amount), r.request_id.as_str());
-        self.apply("post", self.parse_end(&request, args)).await
+        let memo = (r.description.as_str(), &r.metadata);
+        self.apply("post", self.parse_end(&request, args, memo))
+            .await
     }
 
     async fn void_transfer(
@@ -300,7 +451,52 @@ impl TransfersService for TransfersApi {
     ) -> RpcResult<TransferResult> {
         let r = request.get_ref();
         let args = (r.id, None, r.request_id.as_str());
-        self.apply("void", self.parse_end(&request, args)).await
+        let memo = (r.description.as_str(), &r.metadata);
+        self.apply("void", self.parse_end(&request, args, memo))
+            .await
+    }
+
+    async fn reverse_transfer(
+        &self,
+        request: Request<ReverseTransferRequest>,
+    ) -> RpcResult<TransferResult> {
+        self.apply("reverse", self.parse_reversal(&request)).await
+    }
+
+    async fn create_transaction(
+        &self,
+        request: Request<CreateTransactionRequest>,
+    ) -> RpcResult<TransactionResult> {
+        let cmd = self
+            .parse_transaction(&request)
+            .inspect_err(|e| movement::record_refusal("transaction", e.reason))?;
+        let deadline = std::time::Instant::now() + self.request_timeout;
+        let legs = self
+            .ledger
+            .apply_all(cmd, Some(deadline))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(TransactionResult {
+            transaction_id: legs.first().and_then(|o| o.transaction_id).unwrap_or(0),
+            replayed: legs.iter().any(|o| o.replayed),
+            legs: legs.into_iter().map(result_to_proto).collect(),
+        }))
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<GetTransactionRequest>,
+    ) -> RpcResult<Transaction> {
+        let caller = self.caller(&request)?;
+        let id = request.get_ref().id;
+        if id <= 0 {
+            return Err(ApiError::invalid_field("id", "must be a positive transaction id").into());
+        }
+        let legs = self.reads.transaction(&caller, id).await?;
+        Ok(Response::new(Transaction {
+            id,
+            legs: legs.into_iter().map(transfer_to_proto).collect(),
+        }))
     }
 
     async fn get_balance(&self, request: Request<GetBalanceRequest>) -> RpcResult<Balance> {
@@ -339,6 +535,8 @@ impl TransfersService for TransfersApi {
             accounts_checked: report.accounts_checked,
             transfers_checked: report.transfers_checked,
             holds_checked: report.holds_checked,
+            transactions_checked: report.transactions_checked,
+            reversals_checked: report.reversals_checked,
             violations: report.violations,
         }))
     }
@@ -389,6 +587,11 @@ fn transfer_to_proto(t: TransferRow) -> Transfer {
         hold: t.hold,
         hold_id: t.hold_id.unwrap_or(0),
         expires_at: t.expires_at.map(timestamp),
+        description: t.description.unwrap_or_default(),
+        metadata: metadata_from_json(t.metadata.as_ref()),
+        reverses_id: t.reverses_id.unwrap_or(0),
+        reversed_amount: t.reversed_amount,
+        transaction_id: t.transaction_id.unwrap_or(0),
     }
 }
 
@@ -438,6 +641,11 @@ fn result_to_proto(o: Outcome) -> TransferResult {
             hold: o.hold,
             hold_id: o.hold_id.unwrap_or(0),
             expires_at: o.expires_at.map(timestamp),
+            description: o.description.unwrap_or_default(),
+            metadata: o.metadata,
+            reverses_id: o.reverses.map_or(0, |r| r.id),
+            reversed_amount: o.reversed_amount,
+            transaction_id: o.transaction_id.unwrap_or(0),
         }),
     }
 }

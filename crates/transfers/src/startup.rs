@@ -51,6 +51,8 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         require_verified_email: cfg.require_verified_email,
         request_timeout: Duration::from_millis(cfg.server.request_timeout_ms),
         max_hold_timeout: Duration::from_secs(cfg.holds.max_timeout_secs),
+        metadata_limits: cfg.metadata.clone(),
+        max_legs: cfg.transactions.max_legs,
     };
     let routes = tonic::service::Routes::new(TransfersServiceServer::new(api));
     let readiness = Readiness::new().postgres(db.clone());
@@ -124,10 +126,13 @@ async fn expire_holds(db: PgPool, ledger: Ledger, cfg: HoldsConfig, shutdown: Sh
             let ledger = ledger.clone();
             expiries.spawn(async move {
                 let cmd = Command {
+                    // the nil id is the bank's (the system accounts' owner id)
+                    user_id: uuid::Uuid::nil(),
                     username: ledger_model::SYSTEM_OWNER.to_owned(),
                     as_banker: true,
                     op: Operation::Expire { hold },
                     idempotency_key: None,
+                    memo: Default::default(),
                 };
                 (id, ledger.apply(cmd, None).await)
             });

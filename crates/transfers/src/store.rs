@@ -6,13 +6,15 @@ use chrono::{DateTime, Utc};
 use ledger_model::{AccountId, AccountKind, PageSize, PageToken};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::domain::movement::{Command, Kind, Status};
+use crate::domain::movement::{Command, Kind, Operation, Status};
 
-/// One row of `ledger.transfer_batch`: item `idx` (1-based) failed with `error`, or the outcome.
+/// One row of `ledger.transfer_batch`: element `idx` (1-based) failed with `error` (for a
+/// transaction with the leg that failed, `failed_leg`), or the outcome.
 #[derive(Debug, sqlx::FromRow)]
 pub struct BatchRow {
     pub idx: i32,
     pub error: Option<String>,
+    pub failed_leg: Option<i32>,
     pub transfer_id: Option<i64>,
     pub from_account_id: Option<i64>,
     pub to_account_id: Option<i64>,
@@ -23,6 +25,10 @@ pub struct BatchRow {
     pub hold: Option<bool>,
     pub hold_id: Option<i64>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub reverses_id: Option<i64>,
+    pub transaction_id: Option<i64>,
+    pub description: Option<String>,
+    pub metadata: Option<serde_json::Value>,
     pub created_by: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
     pub from_entry_id: Option<i64>,
@@ -31,12 +37,118 @@ pub struct BatchRow {
     pub to_entry_id: Option<i64>,
     pub to_entry_amount: Option<i64>,
     pub to_balance_after: Option<i64>,
+    pub reversed_amount: Option<i64>,
+    pub original_amount: Option<i64>,
+    pub original_reversed_amount: Option<i64>,
     pub replayed: Option<bool>,
 }
 
+/// The arrays of one `ledger.transfer_batch` call: element i of every array is one transfer to
+/// make (a leg); a request of several legs spans consecutive elements (`leg_counts`).
+#[derive(Default)]
+struct BatchArrays<'a> {
+    user_ids: Vec<uuid::Uuid>,
+    usernames: Vec<&'a str>,
+    operations: Vec<&'static str>,
+    from_ids: Vec<Option<i64>>,
+    to_ids: Vec<Option<i64>>,
+    amounts: Vec<Option<i64>>,
+    currencies: Vec<Option<&'a str>>,
+    keys: Vec<Option<&'a str>>,
+    hashes: Vec<Option<Vec<u8>>>,
+    as_banker: Vec<bool>,
+    hold_ids: Vec<Option<i64>>,
+    expires_at: Vec<Option<DateTime<Utc>>>,
+    reversed_ids: Vec<Option<i64>>,
+    descriptions: Vec<Option<&'a str>>,
+    metadata: Vec<Option<serde_json::Value>>,
+    leg_counts: Vec<i32>,
+}
+
+impl<'a> BatchArrays<'a> {
+    fn of(cmds: &[&'a Command]) -> Self {
+        let elements: usize = cmds.iter().map(|c| c.op.leg_count()).sum();
+        let mut a = Self::with_capacity(elements);
+        let id = |a: Option<AccountId>| a.map(AccountId::get);
+        for c in cmds {
+            let metadata = c.memo.metadata_json();
+            let description = c.memo.description.as_deref();
+            let hash = c.idempotency_key.as_ref().map(|_| c.request_hash());
+            match &c.op {
+                Operation::Transaction { legs } => {
+                    for (i, leg) in legs.iter().enumerate() {
+                        a.push_common(c, metadata.clone());
+                        a.operations.push("transfer");
+                        a.from_ids.push(Some(leg.from.get()));
+                        a.to_ids.push(Some(leg.to.get()));
+                        a.amounts.push(Some(leg.amount.get()));
+                        a.currencies.push(Some(leg.currency.as_str()));
+                        a.hold_ids.push(None);
+                        a.expires_at.push(None);
+                        a.reversed_ids.push(None);
+                        a.descriptions
+                            .push(leg.description.as_deref().or(description));
+                        // the request's key and digest on its first element only
+                        let first = i == 0;
+                        a.keys.push(c.idempotency_key.as_deref().filter(|_| first));
+                        a.hashes.push(hash.clone().filter(|_| first));
+                        a.leg_counts.push(if first { legs.len() as i32 } else { 0 });
+                    }
+                }
+                op => {
+                    a.push_common(c, metadata);
+                    a.operations.push(op.name());
+                    a.from_ids.push(id(op.from()));
+                    a.to_ids.push(id(op.to()));
+                    a.amounts.push(op.amount().map(|a| a.get()));
+                    a.currencies.push(op.currency().map(|c| c.as_str()));
+                    a.hold_ids.push(op.hold().map(|h| h.get()));
+                    a.expires_at.push(op.expires_at());
+                    a.reversed_ids.push(op.reversed().map(|t| t.get()));
+                    a.descriptions.push(description);
+                    a.keys.push(c.idempotency_key.as_deref());
+                    a.hashes.push(hash);
+                    a.leg_counts.push(1);
+                }
+            }
+        }
+        a
+    }
+
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            user_ids: Vec::with_capacity(n),
+            usernames: Vec::with_capacity(n),
+            operations: Vec::with_capacity(n),
+            from_ids: Vec::with_capacity(n),
+            to_ids: Vec::with_capacity(n),
+            amounts: Vec::with_capacity(n),
+            currencies: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+            as_banker: Vec::with_capacity(n),
+            hold_ids: Vec::with_capacity(n),
+            expires_at: Vec::with_capacity(n),
+            reversed_ids: Vec::with_capacity(n),
+            descriptions: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+            leg_counts: Vec::with_capacity(n),
+        }
+    }
+
+    /// What every element of a request carries.
+    fn push_common(&mut self, c: &'a Command, metadata: Option<serde_json::Value>) {
+        self.user_ids.push(c.user_id);
+        self.usernames.push(c.username.as_str());
+        self.as_banker.push(c.as_banker);
+        self.metadata.push(metadata);
+    }
+}
+
 /// Applies a batch of money movements by ONE call of `ledger.transfer_batch`
-/// (migrations/20261201000200_ledger_holds.up.sql): element i of every array is command i. One client span per batch round trip, named after the statement, never with
-/// parameters.
+/// (migrations/20261202000200_ledger_depth.up.sql): one element per transfer to make, a
+/// multi-leg transaction spanning one element per leg. One client span per batch round trip,
+/// named after the statement, never with parameters.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "ledger.transfer_batch", otel.kind = "client", db.system = "postgresql", batch_size = cmds.len()))]
 pub async fn apply_batch(
     pool: &PgPool,
@@ -44,42 +156,28 @@ pub async fn apply_batch(
     max_transfer_amount: i64,
     lock_timeout_ms: Option<i32>,
 ) -> Result<Vec<BatchRow>, sqlx::Error> {
-    let id = |a: Option<AccountId>| a.map(AccountId::get);
+    let a = BatchArrays::of(cmds);
     sqlx::query_as::<_, BatchRow>(
-        "SELECT * FROM ledger.transfer_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "SELECT * FROM ledger.transfer_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+         $13, $14, $15, $16, $17, $18)",
     )
-    .bind(cmds.iter().map(|c| c.username.as_str()).collect::<Vec<_>>())
-    .bind(cmds.iter().map(|c| c.op.name()).collect::<Vec<_>>())
-    .bind(cmds.iter().map(|c| id(c.op.from())).collect::<Vec<_>>())
-    .bind(cmds.iter().map(|c| id(c.op.to())).collect::<Vec<_>>())
-    .bind(
-        cmds.iter()
-            .map(|c| c.op.amount().map(|a| a.get()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        cmds.iter()
-            .map(|c| c.op.currency().map(|c| c.as_str()))
-            .collect::<Vec<_>>(),
-    )
+    .bind(a.user_ids)
+    .bind(a.usernames)
+    .bind(a.operations)
+    .bind(a.from_ids)
+    .bind(a.to_ids)
+    .bind(a.amounts)
+    .bind(a.currencies)
     .bind(max_transfer_amount)
-    .bind(
-        cmds.iter()
-            .map(|c| c.idempotency_key.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        cmds.iter()
-            .map(|c| c.idempotency_key.as_ref().map(|_| c.request_hash()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(cmds.iter().map(|c| c.as_banker).collect::<Vec<_>>())
-    .bind(
-        cmds.iter()
-            .map(|c| c.op.hold().map(|h| h.get()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(cmds.iter().map(|c| c.op.expires_at()).collect::<Vec<_>>())
+    .bind(a.keys)
+    .bind(a.hashes)
+    .bind(a.as_banker)
+    .bind(a.hold_ids)
+    .bind(a.expires_at)
+    .bind(a.reversed_ids)
+    .bind(a.descriptions)
+    .bind(a.metadata)
+    .bind(a.leg_counts)
     .bind(lock_timeout_ms)
     .fetch_all(pool)
     .await
@@ -134,23 +232,29 @@ pub struct TransferRow {
     pub hold: bool,
     pub hold_id: Option<i64>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub reverses_id: Option<i64>,
+    pub reversed_amount: i64,
+    pub transaction_id: Option<i64>,
+    pub description: Option<String>,
+    pub metadata: Option<serde_json::Value>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
 }
 
 /// The columns of [`TransferRow`], for `SELECT`s of `ledger.transfers` aliased `t`.
 const TRANSFER_COLUMNS: &str = "t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, \
-    t.kind, t.status, t.hold, t.hold_id, t.expires_at, t.created_by, t.created_at";
+    t.kind, t.status, t.hold, t.hold_id, t.expires_at, t.reverses_id, t.reversed_amount, \
+    t.transaction_id, t.description, t.metadata, t.created_by, t.created_at";
 
 /// A transfer with the owners and kinds of both accounts, to decide who may see it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TransferWithOwners {
     #[sqlx(flatten)]
     pub transfer: TransferRow,
-    pub from_owner: String,
+    pub from_owner: uuid::Uuid,
     #[sqlx(try_from = "String")]
     pub from_kind: AccountKind,
-    pub to_owner: String,
+    pub to_owner: uuid::Uuid,
     #[sqlx(try_from = "String")]
     pub to_kind: AccountKind,
 }
@@ -172,8 +276,8 @@ pub async fn get_transfer(
 ) -> Result<Option<TransferWithOwners>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {TRANSFER_COLUMNS},
-                fa.owner AS from_owner, fa.kind AS from_kind,
-                ta.owner AS to_owner, ta.kind AS to_kind
+                fa.owner_id AS from_owner, fa.kind AS from_kind,
+                ta.owner_id AS to_owner, ta.kind AS to_kind
          FROM ledger.transfers t
          JOIN ledger.accounts fa ON fa.id = t.from_account_id
          JOIN ledger.accounts ta ON ta.id = t.to_account_id
@@ -184,12 +288,38 @@ pub async fn get_transfer(
     .await
 }
 
+/// The legs of a multi-leg transaction, in order, with the owners and kinds of their accounts
+/// (by the index `transfers_transaction_idx`); empty when there is no such transaction.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "transfers.get_transaction", otel.kind = "client", db.system = "postgresql"))]
+pub async fn get_transaction(
+    pool: &PgPool,
+    id: i64,
+) -> Result<Vec<TransferWithOwners>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TRANSFER_COLUMNS},
+                fa.owner_id AS from_owner, fa.kind AS from_kind,
+                ta.owner_id AS to_owner, ta.kind AS to_kind
+         FROM ledger.transfers t
+         JOIN ledger.accounts fa ON fa.id = t.from_account_id
+         JOIN ledger.accounts ta ON ta.id = t.to_account_id
+         WHERE t.transaction_id = $1
+         ORDER BY t.id"
+    )))
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
 /// One page of an account's transfers (either direction), newest first. Two index range scans
-/// (`transfers_from_idx`, `transfers_to_idx`) merged, each bounded by the page size.
+/// (`transfers_from_idx`, `transfers_to_idx`) merged, each bounded by the page size. With
+/// `metadata` (a JSON object of one key and value) only the transfers carrying that pair: the
+/// planner may then take them from the GIN index `transfers_metadata_idx` (`@>`, which implies
+/// the index's `metadata IS NOT NULL`) instead.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "transfers.list_transfers", otel.kind = "client", db.system = "postgresql"))]
 pub async fn list_transfers(
     pool: &PgPool,
     account: AccountId,
+    metadata: Option<serde_json::Value>,
     size: PageSize,
     token: PageToken,
 ) -> Result<Vec<TransferRow>, sqlx::Error> {
@@ -197,16 +327,19 @@ pub async fn list_transfers(
         "SELECT * FROM (
             (SELECT {TRANSFER_COLUMNS} FROM ledger.transfers t
              WHERE t.from_account_id = $1 AND ($2::bigint IS NULL OR t.id < $2)
+               AND ($4::jsonb IS NULL OR t.metadata @> $4)
              ORDER BY t.id DESC LIMIT $3)
             UNION ALL
             (SELECT {TRANSFER_COLUMNS} FROM ledger.transfers t
              WHERE t.to_account_id = $1 AND ($2::bigint IS NULL OR t.id < $2)
+               AND ($4::jsonb IS NULL OR t.metadata @> $4)
              ORDER BY t.id DESC LIMIT $3)
          ) t ORDER BY id DESC LIMIT $3"
     )))
     .bind(account.get())
     .bind(token.before_id())
     .bind(size.fetch_limit())
+    .bind(metadata)
     .fetch_all(pool)
     .await
 }
@@ -279,8 +412,8 @@ pub async fn delete_expired_keys(
     batch: i64,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "DELETE FROM ledger.idempotency_keys WHERE (username, key) IN (
-            SELECT username, key FROM ledger.idempotency_keys
+        "DELETE FROM ledger.idempotency_keys WHERE (user_id, key) IN (
+            SELECT user_id, key FROM ledger.idempotency_keys
             WHERE created_at < now() - make_interval(hours => $1)
             ORDER BY created_at LIMIT $2)",
     )
@@ -421,6 +554,80 @@ pub async fn find_holds_ended_wrongly(
              OR (COUNT(e.id) = 1 AND MIN(e.status) <> h.status)
              OR MAX(e.amount) > h.amount
          ORDER BY h.id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+pub async fn count_transactions(tx: &mut Transaction<'_, Postgres>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transactions")
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// At most `limit` multi-leg transactions whose legs are not all there, all posted and all in
+/// one direction of money (each a transfer that moved money): (id, leg count, legs found,
+/// posted legs).
+pub async fn find_incomplete_transactions(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<(i64, i32, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT x.id, x.leg_count, COUNT(t.id),
+                COUNT(t.id) FILTER (WHERE t.status = 'posted' AND NOT t.hold AND t.hold_id IS NULL
+                                      AND t.reverses_id IS NULL)
+         FROM ledger.transactions x
+         LEFT JOIN ledger.transfers t ON t.transaction_id = x.id
+         GROUP BY x.id, x.leg_count
+         HAVING COUNT(t.id) <> x.leg_count
+             OR COUNT(t.id) FILTER (WHERE t.status = 'posted' AND NOT t.hold AND t.hold_id IS NULL
+                                      AND t.reverses_id IS NULL) <> x.leg_count
+         ORDER BY x.id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+pub async fn count_reversed_transfers(
+    tx: &mut Transaction<'_, Postgres>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM ledger.transfers WHERE reversed_amount > 0 OR reverses_id IS NOT NULL",
+    )
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// At most `limit` transfers reversed wrongly: their reversals sum past their amount or differ
+/// from their `reversed_amount`, or a reversal that does not mirror what it reverses (the
+/// opposite direction, the same currency, a transfer that moved money and is no reversal
+/// itself): (id, amount, reversed_amount, Σ reversals, reversals that do not mirror it).
+pub async fn find_transfers_reversed_wrongly(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<(i64, i64, i64, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT o.id, o.amount, o.reversed_amount, COALESCE(SUM(r.amount), 0)::bigint,
+                COUNT(r.id) FILTER (WHERE r.from_account_id <> o.to_account_id
+                                       OR r.to_account_id <> o.from_account_id
+                                       OR r.currency <> o.currency
+                                       OR o.reverses_id IS NOT NULL OR o.hold
+                                       OR o.status <> 'posted')
+         FROM ledger.transfers o
+         LEFT JOIN ledger.transfers r ON r.reverses_id = o.id
+         WHERE o.reversed_amount > 0
+            OR o.id IN (SELECT reverses_id FROM ledger.transfers WHERE reverses_id IS NOT NULL)
+         GROUP BY o.id
+         HAVING COALESCE(SUM(r.amount), 0) <> o.reversed_amount
+             OR o.reversed_amount > o.amount
+             OR COUNT(r.id) FILTER (WHERE r.from_account_id <> o.to_account_id
+                                       OR r.to_account_id <> o.from_account_id
+                                       OR r.currency <> o.currency
+                                       OR o.reverses_id IS NOT NULL OR o.hold
+                                       OR o.status <> 'posted') > 0
+         ORDER BY o.id LIMIT $1",
     )
     .bind(limit)
     .fetch_all(&mut **tx)

@@ -43,12 +43,18 @@ use tokio::{
 
 use super::{
     error::LedgerError,
-    movement::{Command, EntryLine, Kind, Operation, Outcome, Status, TransferId, record},
+    memo::metadata_from_json,
+    movement::{
+        Command, EntryLine, Kind, Operation, Outcome, Reversed, Status, TransferId, record,
+    },
 };
 use crate::{
     config::BatchConfig,
     store::{self, BatchRow},
 };
+
+/// A request's answer: its transfer, or every leg of a multi-leg transaction, in order.
+pub type Answer = Result<Vec<Outcome>, LedgerError>;
 
 /// A queued request and where its answer goes.
 pub struct Pending {
@@ -56,7 +62,7 @@ pub struct Pending {
     /// Not applied once this has passed.
     pub deadline: Option<std::time::Instant>,
     pub enqueued: std::time::Instant,
-    pub reply: oneshot::Sender<Result<Outcome, LedgerError>>,
+    pub reply: oneshot::Sender<Answer>,
 }
 
 /// Starts the collector task; returns the queue's sending side. The task ends when every
@@ -156,24 +162,30 @@ const HOLD_AT_MOST: Duration = Duration::from_millis(250);
 enum LockKey {
     Account(AccountId),
     System(Currency),
-    /// A post, void or expiry names only its hold; its accounts are found in the database.
+    /// A post, void or expiry names only its hold, a reversal only the transfer it reverses;
+    /// their accounts are found in the database.
     Hold(TransferId),
 }
 
 impl LockKey {
-    fn of(cmd: &Command) -> [LockKey; 2] {
+    fn of(cmd: &Command) -> Vec<LockKey> {
         use LockKey::{Account, Hold, System};
         match &cmd.op {
             Operation::Transfer { from, to, .. } | Operation::Hold { from, to, .. } => {
-                [Account(*from), Account(*to)]
+                vec![Account(*from), Account(*to)]
             }
-            Operation::Deposit { to, currency, .. } => [System(currency.clone()), Account(*to)],
+            Operation::Deposit { to, currency, .. } => vec![System(currency.clone()), Account(*to)],
             Operation::Withdrawal { from, currency, .. } => {
-                [Account(*from), System(currency.clone())]
+                vec![Account(*from), System(currency.clone())]
             }
             Operation::Post { hold, .. }
             | Operation::Void { hold }
-            | Operation::Expire { hold } => [Hold(*hold), Hold(*hold)],
+            | Operation::Expire { hold }
+            | Operation::Reverse { transfer: hold, .. } => vec![Hold(*hold)],
+            Operation::Transaction { legs } => legs
+                .iter()
+                .flat_map(|leg| [Account(leg.from), Account(leg.to)])
+                .collect(),
         }
     }
 }
@@ -485,7 +497,13 @@ impl Executor {
                 .and_then(|v| v.into_iter().next().unwrap_or(Err(missing(0))));
             let r = match r {
                 // the first attempt may have committed; only an answer of the ledger tells
-                Err(e) if !rolled_back && !matches!(e, LedgerError::Refused(_)) => {
+                Err(e)
+                    if !rolled_back
+                        && !matches!(
+                            e,
+                            LedgerError::Refused(_) | LedgerError::LegRefused { .. }
+                        ) =>
+                {
                     Err(LedgerError::OutcomeUnknown)
                 }
                 r => r,
@@ -513,53 +531,91 @@ impl Executor {
 
     /// One call of `ledger.transfer_batch` (`store::apply_batch`): `Ok` with each command's own
     /// result, in order, or `Err` when the whole call failed (nothing of it committed if the
-    /// database reported it).
-    async fn call(
-        &self,
-        items: &[Pending],
-    ) -> Result<Vec<Result<Outcome, LedgerError>>, LedgerError> {
+    /// database reported it). A command of several legs has one row per leg, consecutive.
+    async fn call(&self, items: &[Pending]) -> Result<Vec<Answer>, LedgerError> {
         let cmds: Vec<&Command> = items.iter().map(|p| &p.cmd).collect();
         let lock_timeout_ms = Some(self.lock_timeout_ms(items));
         let rows = store::apply_batch(&self.db, &cmds, self.max_transfer_amount, lock_timeout_ms)
             .await
             .map_err(LedgerError::from_db)?;
-        let mut results: Vec<Option<Result<Outcome, LedgerError>>> =
-            (0..cmds.len()).map(|_| None).collect();
+        // element (0-based) → (command, leg)
+        let mut owner_of: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
+        for (i, c) in cmds.iter().enumerate() {
+            owner_of.extend((0..c.op.leg_count()).map(|leg| (i, leg)));
+        }
+        let mut legs: Vec<Vec<Option<BatchRow>>> = cmds
+            .iter()
+            .map(|c| (0..c.op.leg_count()).map(|_| None).collect())
+            .collect();
         for row in rows {
             let slot = usize::try_from(row.idx)
                 .ok()
                 .and_then(|i| i.checked_sub(1))
-                .and_then(|i| results.get_mut(i));
+                .and_then(|i| owner_of.get(i).copied());
             match slot {
-                Some(slot) => *slot = Some(outcome_of(row)),
+                Some((i, leg)) => legs[i][leg] = Some(row),
                 None => {
                     return Err(LedgerError::Invariant(format!(
-                        "transfer_batch answered item {} of {}",
+                        "transfer_batch answered element {} of {}",
                         row.idx,
-                        cmds.len()
+                        owner_of.len()
                     )));
                 }
             }
         }
-        Ok(results
+        Ok(legs
             .into_iter()
             .enumerate()
-            .map(|(i, r)| r.unwrap_or_else(|| Err(missing(i))))
+            .map(|(i, rows)| answer_of(i, rows))
             .collect())
     }
+}
+
+/// One command's answer from its rows (one per leg): the first row's error is the request's
+/// (every row of a failed request carries it), else every leg's outcome, checked.
+fn answer_of(i: usize, rows: Vec<Option<BatchRow>>) -> Answer {
+    let rows: Vec<BatchRow> = rows
+        .into_iter()
+        .collect::<Option<_>>()
+        .ok_or_else(|| missing(i))?;
+    if let Some(first) = rows.first()
+        && let Some(reason) = &first.error
+    {
+        return Err(match (first.failed_leg, LedgerError::from_reason(reason)) {
+            (Some(leg), LedgerError::Refused(refusal)) => LedgerError::LegRefused {
+                leg: usize::try_from(leg).unwrap_or(0).max(1),
+                refusal,
+            },
+            (_, e) => e,
+        });
+    }
+    let legs = rows
+        .into_iter()
+        .map(outcome_of)
+        .collect::<Result<Vec<Outcome>, LedgerError>>()?;
+    if legs.len() > 1 {
+        let transaction = legs[0].transaction_id;
+        if transaction.is_none() || legs.iter().any(|o| o.transaction_id != transaction) {
+            return Err(LedgerError::Invariant(format!(
+                "transfer_batch item {}: legs without one transaction",
+                i + 1
+            )));
+        }
+    }
+    Ok(legs)
 }
 
 fn missing(i: usize) -> LedgerError {
     LedgerError::Invariant(format!("transfer_batch gave no answer for item {}", i + 1))
 }
 
-fn answer(p: Pending, result: Result<Outcome, LedgerError>) {
+fn answer(p: Pending, result: Answer) {
     record(&p.cmd, &result);
     // the caller may have gone (timeout, cancelled); the outcome is recorded all the same
     let _ = p.reply.send(result);
 }
 
-/// Item `row.idx`'s own result, checked against the ledger's invariants (pair assertion).
+/// Element `row.idx`'s own result, checked against the ledger's invariants (pair assertion).
 fn outcome_of(row: BatchRow) -> Result<Outcome, LedgerError> {
     if let Some(reason) = row.error {
         return Err(LedgerError::from_reason(&reason));
@@ -602,6 +658,23 @@ fn outcome_of(row: BatchRow) -> Result<Outcome, LedgerError> {
         hold: row.hold.ok_or_else(need)?,
         hold_id: row.hold_id,
         expires_at: row.expires_at,
+        reverses: match (
+            row.reverses_id,
+            row.original_amount,
+            row.original_reversed_amount,
+        ) {
+            (Some(id), Some(amount), Some(reversed_amount)) => Some(Reversed {
+                id,
+                amount,
+                reversed_amount,
+            }),
+            (None, None, None) => None,
+            _ => return Err(need()),
+        },
+        reversed_amount: row.reversed_amount.ok_or_else(need)?,
+        transaction_id: row.transaction_id,
+        description: row.description,
+        metadata: metadata_from_json(row.metadata.as_ref()),
         created_by: row.created_by.ok_or_else(need)?,
         created_at: row.created_at.ok_or_else(need)?,
         entries,
@@ -641,10 +714,12 @@ mod tests {
         };
         Pending {
             cmd: Command {
+                user_id: uuid::Uuid::nil(),
                 username: "alice".into(),
                 as_banker: false,
                 op,
                 idempotency_key: None,
+                memo: Default::default(),
             },
             deadline: None,
             enqueued: std::time::Instant::now(),

@@ -28,11 +28,17 @@ pub enum Refusal {
     HoldNotExpired,
     /// A post of more than the hold reserved.
     AmountExceedsHold,
+    /// No such transfer, or not one the caller may see (either side's owner or a banker).
+    TransferNotFound,
+    /// A reversal of a transfer that moved no money (a hold, a void) or is itself a reversal.
+    TransferNotReversible,
+    /// A reversal of more than what is left of the transfer after its earlier reversals.
+    AmountExceedsReversible,
 }
 
 impl Refusal {
     /// Every refusal, for parsing and for the agreement test.
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::AccountNotFound,
         Refusal::NotAccountOwner,
         Refusal::SameAccount,
@@ -48,6 +54,9 @@ impl Refusal {
         Refusal::HoldExpired,
         Refusal::HoldNotExpired,
         Refusal::AmountExceedsHold,
+        Refusal::TransferNotFound,
+        Refusal::TransferNotReversible,
+        Refusal::AmountExceedsReversible,
     ];
 
     /// The stable reason: in the SQL, in the API's `ErrorInfo`, in metrics and logs.
@@ -68,6 +77,9 @@ impl Refusal {
             Refusal::HoldExpired => "hold_expired",
             Refusal::HoldNotExpired => "hold_not_expired",
             Refusal::AmountExceedsHold => "amount_exceeds_hold",
+            Refusal::TransferNotFound => "transfer_not_found",
+            Refusal::TransferNotReversible => "transfer_not_reversible",
+            Refusal::AmountExceedsReversible => "amount_exceeds_reversible",
         }
     }
 
@@ -132,6 +144,16 @@ impl Refusal {
                 "a post may move at most the amount the hold reserved",
             )
             .with_violation("amount", "at most the hold's amount"),
+            Refusal::TransferNotFound => ApiError::not_found(reason, "no such transfer"),
+            Refusal::TransferNotReversible => ApiError::failed_precondition(
+                reason,
+                "only a posted transfer that moved money, and is not itself a reversal, can be reversed",
+            ),
+            Refusal::AmountExceedsReversible => ApiError::failed_precondition(
+                reason,
+                "the reversals of a transfer never sum past its amount",
+            )
+            .with_violation("amount", "at most what is left to reverse"),
         }
     }
 }
@@ -142,6 +164,9 @@ pub enum LedgerError {
     /// A business failure reported by the ledger's SQL (or found by the service first).
     #[error("{}", .0.reason())]
     Refused(Refusal),
+    /// A leg of a multi-leg transaction failed (`leg` counts from 1): nothing of it applied.
+    #[error("leg {leg}: {}", .refusal.reason())]
+    LegRefused { leg: usize, refusal: Refusal },
     /// Two requests with one key got past the per-key lock (should not happen): the key's
     /// primary key refused the second. Retrying replays the first.
     #[error("idempotency_conflict")]
@@ -222,7 +247,7 @@ impl LedgerError {
     /// The stable label used in metrics (`transfers_total{outcome}`) and logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Refused(r) => r.reason(),
+            Self::Refused(r) | Self::LegRefused { refusal: r, .. } => r.reason(),
             Self::IdempotencyConflict => "idempotency_conflict",
             Self::Conflict => "conflict",
             Self::AccountBusy => "account_busy",
@@ -241,6 +266,19 @@ impl From<LedgerError> for ApiError {
         let reason = e.reason();
         match e {
             LedgerError::Refused(r) => r.to_api(),
+            LedgerError::LegRefused { leg, refusal } => {
+                let mut e = refusal.to_api();
+                e.message = format!(
+                    "leg {leg} (legs[{}]): {}; nothing was applied",
+                    leg - 1,
+                    e.message
+                );
+                // the leg's own field paths (`amount` → `legs[0].amount`), and the leg itself
+                for v in &mut e.field_violations {
+                    v.field = format!("legs[{}].{}", leg - 1, v.field);
+                }
+                e.with_violation(&format!("legs[{}]", leg - 1), refusal.reason())
+            }
             LedgerError::IdempotencyConflict | LedgerError::Conflict => ApiError::new(
                 tonic::Code::Aborted,
                 reason,

@@ -10,7 +10,7 @@ use tokio::sync::{
 };
 
 use super::{
-    batch::{self, Executor, Pending},
+    batch::{self, Answer, Executor, Pending},
     error::LedgerError,
     movement::{Command, Outcome, record},
 };
@@ -35,13 +35,23 @@ impl Ledger {
         Self { exec, queue }
     }
 
-    /// Applies one command and answers with its own outcome. `deadline`: if it passes while the
-    /// command waits in the queue, the command is not applied (`deadline_exceeded`).
+    /// Applies one command of one transfer and answers with its outcome (see [`Self::apply_all`]).
     pub async fn apply(
         &self,
         cmd: Command,
         deadline: Option<Instant>,
     ) -> Result<Outcome, LedgerError> {
+        self.apply_all(cmd, deadline)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| LedgerError::Invariant("the ledger answered no transfer".into()))
+    }
+
+    /// Applies one command and answers with its own outcome: its transfer, or every leg of a
+    /// multi-leg transaction. `deadline`: if it passes while the command waits in the queue, the
+    /// command is not applied (`deadline_exceeded`).
+    pub async fn apply_all(&self, cmd: Command, deadline: Option<Instant>) -> Answer {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             cmd,
@@ -61,7 +71,7 @@ impl Ledger {
     }
 }
 
-fn refuse(p: Pending, e: LedgerError) -> Result<Outcome, LedgerError> {
+fn refuse(p: Pending, e: LedgerError) -> Answer {
     let result = Err(e);
     record(&p.cmd, &result);
     result

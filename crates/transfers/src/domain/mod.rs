@@ -7,6 +7,7 @@ pub mod amount;
 pub mod batch;
 pub mod error;
 pub mod ledger;
+pub mod memo;
 pub mod movement;
 pub mod reads;
 pub mod reconcile;
@@ -17,5 +18,8 @@ pub use ledger::Ledger;
 pub use ledger_model::{
     Account, AccountId, AccountKind, Currencies, Currency, PageSize, PageToken,
 };
-pub use movement::{Command, EntryLine, Kind, Operation, Outcome, Status, TransferId};
+pub use memo::Memo;
+pub use movement::{
+    Command, EntryLine, Kind, Leg, Operation, Outcome, Reversed, Status, TransferId,
+};
 pub use reads::{Reads, TimeRange};

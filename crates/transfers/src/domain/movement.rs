@@ -1,12 +1,15 @@
 //! A money movement: what is asked ([`Command`] with its [`Operation`]), what it did
 //! ([`Outcome`]), and how both are counted in metrics and logs.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use ledger_model::{AccountId, Currency};
 
-use super::{amount::Amount, error::LedgerError};
+use super::{amount::Amount, error::LedgerError, memo::Memo};
 
 /// The `kind` column of `ledger.transfers`: what a transfer row is, whatever its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +131,25 @@ pub enum Operation {
     Void { hold: TransferId },
     /// Ends a hold whose timeout passed (the expiry sweep).
     Expire { hold: TransferId },
+    /// Moves money of a posted transfer back, from its destination to its source (`None`: all
+    /// of it not yet reversed). Its receiver (a refund) or a banker (a chargeback).
+    Reverse {
+        transfer: TransferId,
+        amount: Option<Amount>,
+    },
+    /// A multi-leg transaction: 2 to `transactions.max_legs` transfers applied all or nothing.
+    Transaction { legs: Vec<Leg> },
+}
+
+/// One leg of a multi-leg transaction: a transfer between two customer accounts.
+#[derive(Debug, Clone)]
+pub struct Leg {
+    pub from: AccountId,
+    pub to: AccountId,
+    pub amount: Amount,
+    pub currency: Currency,
+    /// The leg's own description (`None`: the transaction's).
+    pub description: Option<String>,
 }
 
 impl Operation {
@@ -142,6 +164,24 @@ impl Operation {
             Operation::Post { .. } => "post",
             Operation::Void { .. } => "void",
             Operation::Expire { .. } => "expire",
+            Operation::Reverse { .. } => "reverse",
+            Operation::Transaction { .. } => "transaction",
+        }
+    }
+
+    /// How many transfers (elements of `ledger.transfer_batch`'s arrays) the operation makes.
+    pub fn leg_count(&self) -> usize {
+        match self {
+            Operation::Transaction { legs } => legs.len(),
+            _ => 1,
+        }
+    }
+
+    /// The transfer a reversal names.
+    pub fn reversed(&self) -> Option<TransferId> {
+        match self {
+            Operation::Reverse { transfer, .. } => Some(*transfer),
+            _ => None,
         }
     }
 
@@ -171,8 +211,10 @@ impl Operation {
             | Operation::Deposit { amount, .. }
             | Operation::Withdrawal { amount, .. }
             | Operation::Hold { amount, .. } => Some(*amount),
-            Operation::Post { amount, .. } => *amount,
-            Operation::Void { .. } | Operation::Expire { .. } => None,
+            Operation::Post { amount, .. } | Operation::Reverse { amount, .. } => *amount,
+            Operation::Void { .. } | Operation::Expire { .. } | Operation::Transaction { .. } => {
+                None
+            }
         }
     }
 
@@ -208,19 +250,25 @@ impl Operation {
 /// A parsed, authorised request to move money.
 #[derive(Debug, Clone)]
 pub struct Command {
-    /// Who asks; idempotency keys are scoped to this user.
+    /// Who asks: ownership and idempotency keys are keyed by this user id.
+    pub user_id: Uuid,
+    /// The caller's username, recorded on the transfer for display.
     pub username: String,
-    /// A banker may post or void any hold; others only their own.
+    /// A banker may post or void any hold, reverse any transfer and use any source in a
+    /// transaction; others only their own.
     pub as_banker: bool,
     pub op: Operation,
     /// Without a key there is no deduplication: every request moves money.
     pub idempotency_key: Option<String>,
+    /// The client's description and metadata (part of the digest).
+    pub memo: Memo,
 }
 
 impl Command {
     /// A digest of everything that makes two requests "the same request" for idempotency. The
-    /// first three operations keep the digest they had before holds existed, so keys stored then
-    /// still replay.
+    /// first three operations keep the digest they had before holds existed, and every request
+    /// without a description or metadata the one it had before those existed, so keys stored
+    /// then still replay.
     pub fn request_hash(&self) -> Vec<u8> {
         let id = |a: Option<AccountId>| a.map(AccountId::get).unwrap_or(0);
         let amount = self
@@ -250,7 +298,26 @@ impl Command {
             Operation::Post { .. } | Operation::Void { .. } | Operation::Expire { .. } => {
                 format!("v1\u{1f}{}\u{1f}{hold}\u{1f}{amount}", self.op.name())
             }
+            Operation::Reverse { transfer, .. } => {
+                format!("v1\u{1f}reverse\u{1f}{}\u{1f}{amount}", transfer.get())
+            }
+            Operation::Transaction { legs } => {
+                let mut text = String::from("v1\u{1f}transaction");
+                for leg in legs {
+                    // the leg's description is JSON-quoted: no two legs share a canonical form
+                    let description = serde_json::to_string(&leg.description).unwrap_or_default();
+                    text.push_str(&format!(
+                        "\u{1f}leg\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{description}",
+                        leg.from.get(),
+                        leg.to.get(),
+                        leg.amount.get(),
+                        leg.currency.as_str()
+                    ));
+                }
+                text
+            }
         };
+        let canonical = canonical + &self.memo.digest_part();
         Sha256::digest(canonical.as_bytes()).to_vec()
     }
 }
@@ -277,12 +344,29 @@ pub struct Outcome {
     pub hold: bool,
     pub hold_id: Option<i64>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// On a reversal: the transfer it reverses, that transfer's amount and how much of it its
+    /// reversals have moved back, this one included.
+    pub reverses: Option<Reversed>,
+    /// How much of this transfer reversals have moved back (0 for a new one).
+    pub reversed_amount: i64,
+    /// The multi-leg transaction it is a leg of.
+    pub transaction_id: Option<i64>,
+    pub description: Option<String>,
+    pub metadata: HashMap<String, String>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     /// The debit on the source and the credit on the destination; `None` when no money moved
     /// (a hold, a void, an expiry).
     pub entries: Option<(EntryLine, EntryLine)>,
     pub replayed: bool,
+}
+
+/// What a reversal says of the transfer it reverses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reversed {
+    pub id: i64,
+    pub amount: i64,
+    pub reversed_amount: i64,
 }
 
 impl Outcome {
@@ -320,6 +404,17 @@ impl Outcome {
             (true, None) => return broken("moved money without entries"),
             (false, Some(_)) => return broken("entries on a transfer that moves no money"),
         }
+        if self.reversed_amount < 0 || self.reversed_amount > self.amount {
+            return broken("reversed beyond its amount");
+        }
+        // the reversals of a transfer never sum past its amount (the SQL's CHECK and lock)
+        if let Some(original) = self.reverses
+            && (original.reversed_amount > original.amount
+                || original.reversed_amount < self.amount
+                || !self.moves_money())
+        {
+            return broken("a reversal beyond the transfer it reverses");
+        }
         Ok(())
     }
 }
@@ -329,35 +424,40 @@ pub fn record_refusal(operation: &'static str, reason: &'static str) {
     metrics::counter!("transfers_total", "outcome" => reason, "kind" => operation).increment(1);
 }
 
-pub fn record(cmd: &Command, result: &Result<Outcome, LedgerError>) {
+pub fn record(cmd: &Command, result: &Result<Vec<Outcome>, LedgerError>) {
     let operation = cmd.op.name();
     let outcome = match result {
-        Ok(o) if o.replayed => {
+        Ok(legs) if legs.iter().any(|o| o.replayed) => {
             metrics::counter!("idempotent_replays_total").increment(1);
             "replayed"
         }
-        Ok(o) => {
-            if o.moves_money() {
-                metrics::counter!("transfer_amount_minor_total", "currency" => o.currency.clone())
-                    .increment(o.amount.unsigned_abs());
-            }
-            tracing::info!(
-                transfer_id = o.transfer_id,
-                kind = operation,
-                from = o.from_account_id,
-                to = o.to_account_id,
-                amount = o.amount,
-                currency = %o.currency,
-                hold_id = o.hold_id,
-                by = %cmd.username,
-                "{}",
-                match cmd.op {
-                    Operation::Hold { .. } => "money held",
-                    Operation::Void { .. } => "hold voided",
-                    Operation::Expire { .. } => "hold expired",
-                    _ => "money moved",
+        Ok(legs) => {
+            for o in legs {
+                if o.moves_money() {
+                    metrics::counter!("transfer_amount_minor_total", "currency" => o.currency.clone())
+                        .increment(o.amount.unsigned_abs());
                 }
-            );
+                tracing::info!(
+                    transfer_id = o.transfer_id,
+                    kind = operation,
+                    from = o.from_account_id,
+                    to = o.to_account_id,
+                    amount = o.amount,
+                    currency = %o.currency,
+                    hold_id = o.hold_id,
+                    reverses_id = o.reverses.map(|r| r.id),
+                    transaction_id = o.transaction_id,
+                    by = %cmd.username,
+                    "{}",
+                    match cmd.op {
+                        Operation::Hold { .. } => "money held",
+                        Operation::Void { .. } => "hold voided",
+                        Operation::Expire { .. } => "hold expired",
+                        Operation::Reverse { .. } => "money moved back",
+                        _ => "money moved",
+                    }
+                );
+            }
             "ok"
         }
         Err(e) => e.reason(),
@@ -382,10 +482,12 @@ mod tests {
 
     fn cmd(op: Operation) -> Command {
         Command {
+            user_id: Uuid::nil(),
             username: "alice".into(),
             as_banker: false,
             op,
             idempotency_key: Some("k".into()),
+            memo: Memo::default(),
         }
     }
 
@@ -417,6 +519,28 @@ mod tests {
             currency,
         });
         assert_ne!(deposit.request_hash(), cmd(transfer(5)).request_hash());
+    }
+
+    #[test]
+    fn a_description_or_metadata_changes_the_digest() {
+        let plain = cmd(transfer(5));
+        let mut described = cmd(transfer(5));
+        described.memo.description = Some("rent".into());
+        let mut tagged = cmd(transfer(5));
+        tagged.memo.metadata.insert("order".into(), "42".into());
+        let mut other_tag = cmd(transfer(5));
+        other_tag.memo.metadata.insert("order".into(), "43".into());
+        let digests = [
+            plain.request_hash(),
+            described.request_hash(),
+            tagged.request_hash(),
+            other_tag.request_hash(),
+        ];
+        for (i, a) in digests.iter().enumerate() {
+            for b in &digests[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 
     #[test]

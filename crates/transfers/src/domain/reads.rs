@@ -7,7 +7,7 @@ use platform::{ApiError, Caller};
 use sqlx::PgPool;
 
 use super::error::{LedgerError, Refusal};
-use crate::store::{self, EntryRow, TransferRow};
+use crate::store::{self, EntryRow, TransferRow, TransferWithOwners};
 
 /// A half-open range of instants, either end optional; `start < end` when both are given.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,6 +33,15 @@ impl TimeRange {
     }
 }
 
+/// Whether the caller may see a transfer: a banker, or the owner of a customer account on
+/// either side.
+fn visible(caller: &Caller, t: &TransferWithOwners) -> bool {
+    let owns = |owner: uuid::Uuid, kind: AccountKind| {
+        kind == AccountKind::Customer && owner == caller.user_id
+    };
+    caller.is_banker() || owns(t.from_owner, t.from_kind) || owns(t.to_owner, t.to_kind)
+}
+
 #[derive(Clone)]
 pub struct Reads {
     pub db: PgPool,
@@ -41,31 +50,45 @@ pub struct Reads {
 impl Reads {
     /// The transfer if the caller owns one of its accounts or is a banker; NOT_FOUND otherwise.
     pub async fn transfer(&self, caller: &Caller, id: i64) -> Result<TransferRow, ApiError> {
-        let owns = |owner: &str, kind: AccountKind| {
-            kind == AccountKind::Customer && owner == caller.username
-        };
         store::get_transfer(&self.db, id)
             .await?
-            .filter(|t| {
-                caller.is_banker()
-                    || owns(&t.from_owner, t.from_kind)
-                    || owns(&t.to_owner, t.to_kind)
-            })
+            .filter(|t| visible(caller, t))
             .map(|t| t.transfer)
-            .ok_or_else(|| ApiError::not_found("transfer_not_found", "no such transfer"))
+            .ok_or_else(|| LedgerError::from(Refusal::TransferNotFound).into())
+    }
+
+    /// Every leg of a multi-leg transaction, in order, if the caller may see one of them (the
+    /// owner of an account of any leg, or a banker); NOT_FOUND otherwise.
+    pub async fn transaction(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Vec<TransferRow>, ApiError> {
+        let legs = store::get_transaction(&self.db, id).await?;
+        if legs.is_empty() || !legs.iter().any(|t| visible(caller, t)) {
+            return Err(ApiError::not_found(
+                "transaction_not_found",
+                "no such transaction",
+            ));
+        }
+        Ok(legs.into_iter().map(|t| t.transfer).collect())
     }
 
     /// One page of the account's transfers (either direction), newest first, and the next
     /// page's token.
+    ///
+    /// With `metadata`, only the transfers that carry that key with that value.
     pub async fn transfers(
         &self,
         caller: &Caller,
         account: AccountId,
+        metadata: Option<(String, String)>,
         size: PageSize,
         token: PageToken,
     ) -> Result<(Vec<TransferRow>, String), ApiError> {
         self.readable_account(caller, account).await?;
-        let mut rows = store::list_transfers(&self.db, account, size, token).await?;
+        let filter = metadata.map(|(key, value)| serde_json::json!({ key: value }));
+        let mut rows = store::list_transfers(&self.db, account, filter, size, token).await?;
         let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
         Ok((rows, next_page_token))
     }

@@ -1,5 +1,7 @@
 //! Proves the ledger balances: per currency Σ balances = 0, each balance = Σ of its entries, each
-//! transfer has exactly two entries (−amount on the source, +amount on the destination).
+//! transfer has exactly two entries (−amount on the source, +amount on the destination), every
+//! hold ended at most once, every multi-leg transaction has all its legs, and no transfer is
+//! reversed beyond its amount.
 //!
 //! All checks read one snapshot (REPEATABLE READ, read only), so transfers committing meanwhile
 //! cannot make a sound ledger look unsound.
@@ -24,6 +26,8 @@ pub struct Report {
     pub accounts_checked: i64,
     pub transfers_checked: i64,
     pub holds_checked: i64,
+    pub transactions_checked: i64,
+    pub reversals_checked: i64,
     pub violations: Vec<String>,
 }
 
@@ -52,6 +56,14 @@ impl Report {
         out.push(format!(
             "holds checked (ended at most once, reserved = pending amounts): {}",
             self.holds_checked
+        ));
+        out.push(format!(
+            "multi-leg transactions checked for all their legs: {}",
+            self.transactions_checked
+        ));
+        out.push(format!(
+            "reversed transfers and reversals checked (never past the amount): {}",
+            self.reversals_checked
         ));
         for v in &self.violations {
             out.push(format!("VIOLATION: {v}"));
@@ -105,6 +117,7 @@ pub async fn run(pool: &PgPool) -> Result<Report, sqlx::Error> {
         ));
     }
     check_holds(&mut tx, &mut report).await?;
+    check_transactions_and_reversals(&mut tx, &mut report).await?;
     tx.commit().await?;
     Ok(report)
 }
@@ -136,6 +149,31 @@ async fn check_holds(
     {
         report.violations.push(format!(
             "hold {id} ({status}, amount {amount}): ended {ends} time(s), as {ended_as:?}, for {ended_amount:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Every multi-leg transaction has all its legs, each posted; every transfer's reversals sum to
+/// its `reversed_amount`, never past its amount, and each mirrors it.
+async fn check_transactions_and_reversals(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    report: &mut Report,
+) -> Result<(), sqlx::Error> {
+    report.transactions_checked = store::count_transactions(tx).await?;
+    for (id, leg_count, found, posted) in
+        store::find_incomplete_transactions(tx, MAX_VIOLATIONS_PER_CHECK).await?
+    {
+        report.violations.push(format!(
+            "transaction {id}: {leg_count} legs, but {found} found of which {posted} posted"
+        ));
+    }
+    report.reversals_checked = store::count_reversed_transfers(tx).await?;
+    for (id, amount, reversed, sum, not_mirrored) in
+        store::find_transfers_reversed_wrongly(tx, MAX_VIOLATIONS_PER_CHECK).await?
+    {
+        report.violations.push(format!(
+            "transfer {id} (amount {amount}): reversed_amount {reversed}, its reversals sum to {sum}, {not_mirrored} of them do not mirror it"
         ));
     }
     Ok(())

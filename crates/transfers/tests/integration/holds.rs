@@ -52,6 +52,7 @@ async fn post(
                 id: hold,
                 amount,
                 request_id: String::new(),
+                ..Default::default()
             },
             token,
         ))
@@ -66,6 +67,7 @@ async fn void(client: &Client, token: &str, hold: i64) -> Result<TransferResult,
             VoidTransferRequest {
                 id: hold,
                 request_id: String::new(),
+                ..Default::default()
             },
             token,
         ))
@@ -380,6 +382,7 @@ async fn a_retried_post_with_its_key_returns_the_first_answer_and_other_paramete
                     id,
                     amount,
                     request_id: String::new(),
+                    ..Default::default()
                 },
                 &app.token("alice"),
             ),

@@ -121,6 +121,7 @@ impl Mesh {
                     amount,
                     currency: currency.into(),
                     request_id: uuid::Uuid::new_v4().to_string(),
+                    ..Default::default()
                 },
                 &banker,
             ))

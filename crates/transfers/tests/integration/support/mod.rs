@@ -116,6 +116,7 @@ impl App {
                     amount,
                     currency: currency.into(),
                     request_id: String::new(),
+                    ..Default::default()
                 },
                 &self.banker(),
             ))
