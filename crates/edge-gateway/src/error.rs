@@ -9,6 +9,12 @@ use serde_json::{Value, json};
 use tonic::Code;
 use tonic_types::StatusExt;
 
+/// The reason of a call that may have been applied (see [`GatewayError::outcome_unknown`]).
+pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
+
+/// The reason of a call that never reached its service (see [`GatewayError::upstream_unavailable`]).
+pub const UPSTREAM_UNAVAILABLE: &str = "upstream_unavailable";
+
 /// The `domain` of the gateway's own ErrorInfo.
 pub const DOMAIN: &str = platform::error::ERROR_DOMAIN;
 
@@ -181,6 +187,54 @@ impl GatewayError {
         e
     }
 
+    /// The upstream got the request and then the call broke (its connection reset or closed,
+    /// the process gone) or never ended: it may or may not have been applied. Only a retry with
+    /// the same idempotency key can tell, and it is safe.
+    pub fn outcome_unknown() -> Self {
+        let mut e = Self::new(
+            Code::Unavailable,
+            OUTCOME_UNKNOWN,
+            "the connection to the service broke after the request was sent; it may or may not \
+             have been applied: retry with the same Idempotency-Key, whose answer says which",
+        );
+        e.retry_after_secs = Some(1);
+        e
+    }
+
+    /// The request never reached the upstream (no connection, or the stream refused before
+    /// any processing): nothing was applied; a retry is safe.
+    pub fn upstream_unavailable() -> Self {
+        let mut e = Self::new(
+            Code::Unavailable,
+            UPSTREAM_UNAVAILABLE,
+            "the service is unavailable; nothing was applied: retry later",
+        );
+        e.retry_after_secs = Some(1);
+        e
+    }
+
+    /// What a failed upstream call tells the client. A status the upstream answered keeps its
+    /// meaning ([`Self::from_status`]); one tonic made from a transport failure (it carries the
+    /// error as its source) is `upstream_unavailable` when the request provably never reached the
+    /// service, else `outcome_unknown`: never a 500 or a 504 for what may have been applied.
+    pub fn from_call(status: &tonic::Status) -> Self {
+        if std::error::Error::source(status).is_none() {
+            return match status.code() {
+                // the gateway never cancels: a cancel is the upstream enforcing the deadline we
+                // sent (tonic's server answers an expired grpc-timeout that way)
+                Code::Cancelled => Self::upstream_timeout(),
+                _ => Self::from_status(status),
+            };
+        }
+        if never_sent(status) {
+            tracing::warn!(error = %status.message(), "upstream unreachable");
+            Self::upstream_unavailable()
+        } else {
+            tracing::warn!(code = ?status.code(), error = %status.message(), "upstream call broke after it was sent");
+            Self::outcome_unknown()
+        }
+    }
+
     pub fn upstream_timeout() -> Self {
         Self::new(
             Code::DeadlineExceeded,
@@ -306,6 +360,20 @@ impl IntoResponse for GatewayError {
     }
 }
 
+/// Whether a transport failure proves the request never reached the upstream: the connection
+/// could not be made (tonic's `ConnectError` in the chain), or HTTP/2 refused the stream
+/// (REFUSED_STREAM: "not processed", the only h2 reason tonic maps to UNAVAILABLE).
+pub(crate) fn never_sent(status: &tonic::Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    status.code() == Code::Unavailable && status.message().starts_with("h2 protocol error")
+}
+
 /// A status tonic made from an upstream refusing the request's headers: the HTTP 431 an HTTP/2
 /// server answers (mapped to Unknown), or the h2 reset of a header list beyond its limit.
 fn is_header_limit(status: &tonic::Status) -> bool {
@@ -412,6 +480,40 @@ mod tests {
             "grpc-status header missing, mapped from HTTP status code 418",
         ));
         assert_eq!(e.http_status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_transport_failure_after_sending_is_outcome_unknown_and_before_it_unavailable() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        assert_eq!(
+            broken.code(),
+            Code::Unknown,
+            "what tonic makes of it: a 500 before"
+        );
+        let e = GatewayError::from_call(&broken);
+        assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.reason(), "outcome_unknown");
+        assert!(
+            e.body()["message"]
+                .as_str()
+                .unwrap()
+                .contains("Idempotency-Key")
+        );
+        let refused = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        ))));
+        let e = GatewayError::from_call(&refused);
+        assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.reason(), "upstream_unavailable");
+        // an answer of the upstream keeps its meaning
+        let answered = tonic::Status::cancelled("Timeout expired");
+        assert_eq!(
+            GatewayError::from_call(&answered).reason(),
+            "upstream_timeout"
+        );
     }
 
     #[test]

@@ -89,8 +89,21 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     match ready.call(req).await {
         Ok(resp) => resp.map(Body::new),
         Err(e) => {
-            tracing::warn!(%service, error = %e, "upstream call failed");
-            status_response(tonic::Status::unavailable("the service is unavailable"))
+            // the same answer as the HTTP door: outcome_unknown once the request may have
+            // reached the service, upstream_unavailable when it provably did not
+            let status = tonic::Status::from_error(e.into());
+            let (failed, reason) = if crate::error::never_sent(&status) {
+                let e = crate::error::GatewayError::upstream_unavailable();
+                (e, crate::error::UPSTREAM_UNAVAILABLE)
+            } else {
+                let e = crate::error::GatewayError::outcome_unknown();
+                (e, crate::error::OUTCOME_UNKNOWN)
+            };
+            tracing::warn!(%service, reason, error = %status.message(), "upstream call failed");
+            let answer = platform::ApiError::new(failed.code, reason, failed.message)
+                .with_retry_after(1)
+                .into_status();
+            status_response(answer)
         }
     }
 }

@@ -206,16 +206,12 @@ async fn transcode_and_call(
         metadata,
         gw.request_timeout,
     );
-    // a little beyond the deadline sent upstream, so the upstream's own DEADLINE_EXCEEDED wins
+    // a little beyond the deadline sent upstream, so the upstream's own DEADLINE_EXCEEDED wins;
+    // an upstream silent past its own deadline had the request: what it did is unknown
     let (_md, bytes) = tokio::time::timeout(gw.request_timeout + Duration::from_millis(250), call)
         .await
-        .map_err(|_| GatewayError::upstream_timeout())?
-        .map_err(|s| match s.code() {
-            // the gateway is the upstream's client and never cancels: a cancel is the upstream
-            // enforcing the deadline we sent (tonic reports an expired grpc-timeout that way)
-            tonic::Code::Cancelled => GatewayError::upstream_timeout(),
-            _ => GatewayError::from_status(&s),
-        })?;
+        .map_err(|_| GatewayError::outcome_unknown())?
+        .map_err(|s| GatewayError::from_call(&s))?;
     let reply = DynamicMessage::decode(route.rpc.output(), bytes).map_err(|e| {
         tracing::error!(error = %e, rpc = route.full_name(), "undecodable upstream answer");
         GatewayError::new(tonic::Code::Internal, "internal", "internal error")

@@ -51,8 +51,14 @@ async fn gateway_process(
         ("EDGE_GATEWAY_GRPC_ADDR", grpc.to_string()),
         ("EDGE_GATEWAY_ADMIN_ADDR", admin.to_string()),
         ("EDGE_GATEWAY_UPSTREAMS__AUTH", auth_url.to_owned()),
-        ("EDGE_GATEWAY_UPSTREAMS__ACCOUNTS", format!("http://{nowhere}")),
-        ("EDGE_GATEWAY_UPSTREAMS__TRANSFERS", format!("http://{nowhere}")),
+        (
+            "EDGE_GATEWAY_UPSTREAMS__ACCOUNTS",
+            format!("http://{nowhere}"),
+        ),
+        (
+            "EDGE_GATEWAY_UPSTREAMS__TRANSFERS",
+            format!("http://{nowhere}"),
+        ),
         ("EDGE_GATEWAY_RATE_LIMIT__PER_IP_PER_MINUTE", "0".to_owned()),
         ("EDGE_GATEWAY_SERVER__GATEWAY_SECRET", SECRET.to_owned()),
         ("EDGE_GATEWAY_SERVER__SHUTDOWN_GRACE_SECS", "10".to_owned()),
@@ -116,12 +122,117 @@ async fn sigterm_answers_every_http_and_grpc_call_in_hand_before_exiting() {
     for answer in grpc_answers {
         assert_eq!(answer.unwrap(), Ok(()), "a gRPC call in hand at SIGTERM");
     }
-    assert!(ended.status.success(), "{:?}\n{}", ended.status, gateway.log_text());
+    assert!(
+        ended.status.success(),
+        "{:?}\n{}",
+        ended.status,
+        gateway.log_text()
+    );
     let after = ended.after_signal.unwrap();
     assert!(
         after >= UPSTREAM_TAKES / 2 && after < Duration::from_secs(10),
         "exits once the calls are done, within the grace period: {after:?}"
     );
-    assert_eq!(readyz, Some(503), "the admin port says the gateway is leaving");
-    assert!(new_connection.is_err(), "no new connections during the drain");
+    assert_eq!(
+        readyz,
+        Some(503),
+        "the admin port says the gateway is leaving"
+    );
+    assert!(
+        new_connection.is_err(),
+        "no new connections during the drain"
+    );
+}
+
+/// An upstream that takes the connection and the request, then drops the connection without an
+/// answer (a process killed mid-call). Returns its URL and the bytes it read.
+async fn upstream_that_drops_the_call() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = read.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                // the server's HTTP/2 preface (an empty SETTINGS frame): the client may send
+                let _ = stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                let mut buf = [0u8; 4096];
+                let until = tokio::time::Instant::now() + Duration::from_millis(300);
+                while let Ok(Ok(n)) = tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
+                    counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                }
+                // dropped: the connection closes under the call
+            });
+        }
+    });
+    (url, read)
+}
+
+#[tokio::test]
+async fn an_upstream_lost_after_the_request_was_sent_is_503_outcome_unknown_not_500() {
+    let (dropping, read) = upstream_that_drops_the_call().await;
+    let m = crate::Mesh::start(|cfg| {
+        cfg.upstreams.insert("auth".into(), dropping.clone());
+    })
+    .await;
+    let (status, headers, body) = m
+        .send(
+            m.http
+                .post(m.url("/v1/sessions"))
+                .header("idempotency-key", "k-1")
+                .json(&json!({"username": "alice", "password": "right"})),
+        )
+        .await;
+    assert!(
+        read.load(std::sync::atomic::Ordering::SeqCst) > 24,
+        "the request reached the upstream (beyond the client preface)"
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(crate::reason(&body), "outcome_unknown", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{body}"
+    );
+    assert_eq!(headers["retry-after"], "1");
+
+    // the gRPC door answers the same
+    let channel = test_support::channel(m.gateway.grpc_addr).await;
+    let err = pb::auth_service_client::AuthServiceClient::new(channel)
+        .login_user(pb::LoginUserRequest {
+            username: "alice".into(),
+            password: "right".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(
+        platform::error::reason_of(&err).as_deref(),
+        Some("outcome_unknown"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_nobody_listens_on_is_503_upstream_unavailable_nothing_applied() {
+    let m = crate::Mesh::start(|_| {}).await;
+    // accounts points at a closed port (see Mesh::start)
+    let (status, _, body) = m.send(m.http.get(m.url("/v1/accounts/1"))).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(crate::reason(&body), "upstream_unavailable", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was applied"),
+        "{body}"
+    );
 }
