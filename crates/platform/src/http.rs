@@ -146,7 +146,11 @@ pub fn router(readiness: Readiness) -> Router {
 }
 
 async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
-    if readiness.leaving.as_ref().is_some_and(Shutdown::is_triggered) {
+    if readiness
+        .leaving
+        .as_ref()
+        .is_some_and(Shutdown::is_triggered)
+    {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
     }
     let failed = readiness.run().await;

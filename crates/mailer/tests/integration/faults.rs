@@ -44,7 +44,11 @@ async fn shutdown_finishes_the_send_in_hand_and_leaves_the_rest_for_the_next_mai
         .unwrap()
         .unwrap();
     assert_eq!(readyz, Some(503), "/readyz while the send in hand finishes");
-    assert_eq!(sink.received().len(), 1, "the send in hand finished, no other began");
+    assert_eq!(
+        sink.received().len(),
+        1,
+        "the send in hand finished, no other began"
+    );
     assert_eq!(pending(&redis).await, 0, "and it was acknowledged");
 
     sink.delay_each(Duration::ZERO);
@@ -53,7 +57,10 @@ async fn shutdown_finishes_the_send_in_hand_and_leaves_the_rest_for_the_next_mai
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = emails_by_address(&sink);
     assert_eq!(counts.len(), 3, "{counts:?}");
-    assert!(counts.values().all(|&n| n == 1), "each email once: {counts:?}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each email once: {counts:?}"
+    );
     next.stop().await.unwrap();
 }
 
@@ -82,7 +89,10 @@ async fn a_mailer_restarted_under_its_name_sends_what_it_left_pending_at_once() 
     .await;
     first.handle.abort(); // killed: nothing acknowledged
     let _ = first.handle.await;
-    assert_eq!(pending_by_consumer(&redis).await, vec![("mailer-0".to_owned(), 3)]);
+    assert_eq!(
+        pending_by_consumer(&redis).await,
+        vec![("mailer-0".to_owned(), 3)]
+    );
 
     sink.reject_next(0);
     let restarted = start(config()).await;
@@ -93,6 +103,9 @@ async fn a_mailer_restarted_under_its_name_sends_what_it_left_pending_at_once() 
     .await;
     let counts = emails_by_address(&sink);
     assert_eq!(counts.len(), 3, "{counts:?}");
-    assert!(counts.values().all(|&n| n == 1), "each email once: {counts:?}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each email once: {counts:?}"
+    );
     restarted.stop().await.unwrap();
 }

@@ -117,19 +117,25 @@ async fn sigterm_answers_every_call_in_flight_and_queued_before_exiting() {
         failed.len(),
         service.log_text()
     );
-    let moved: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transfers WHERE amount = 1")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(moved, IN_FLIGHT as i64, "the ledger holds exactly the answered transfers");
+    let moved: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transfers WHERE amount = 1")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        moved, IN_FLIGHT as i64,
+        "the ledger holds exactly the answered transfers"
+    );
     let bobs: i64 = sqlx::query_scalar("SELECT balance FROM ledger.accounts WHERE id = $1")
         .bind(bob)
         .fetch_one(&db.pool)
         .await
         .unwrap();
     assert_eq!(bobs, IN_FLIGHT as i64);
-    assert!(ended.status.success(), "exit after a drain: {:?}", ended.status);
+    assert!(
+        ended.status.success(),
+        "exit after a drain: {:?}",
+        ended.status
+    );
     let after = ended.after_signal.unwrap();
     assert!(
         after < Duration::from_secs(10),
