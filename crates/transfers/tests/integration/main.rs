@@ -1,6 +1,7 @@
 //! The transfers service's integration tests, one binary: the service in-process against a real
 //! PostgreSQL (a fresh database per test). Helpers in `support/`.
 
+mod account_oracle;
 mod batching;
 mod concurrency;
 mod holds;
@@ -12,4 +13,5 @@ mod shutdown;
 mod sql_reasons;
 mod support;
 mod throughput_probe;
+mod transactions;
 mod transfers_api;
