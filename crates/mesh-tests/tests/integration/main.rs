@@ -14,6 +14,8 @@
 //! - `house_rules`: no service crate links another;
 //! - `revocation`: a revoked session's access token stops moving money within 2 s (logout,
 //!   password change), through auth's outbox, its relay and every service's in-memory list;
+//! - `user_removal`: a removed user's tokens stop moving money within 2 s, and a new user with
+//!   the freed username sees none of the old user's accounts (which stay, for a banker);
 //! - `tls`: the mesh against a TLS-only PostgreSQL and a TLS Redis (throwaway servers the test
 //!   starts), a wrong CA refused at start-up, health following the database.
 
@@ -31,3 +33,4 @@ mod metrics;
 mod revocation;
 mod tls;
 mod tracing;
+mod user_removal;

@@ -29,9 +29,8 @@ async fn funded() -> (Mesh, i64, i64) {
     )
     .await
     .expect("ann");
-    let from = m
-        .open_account(&m.token("ann", Role::Depositor), "USD")
-        .await;
+    // with a token of the real ann (her user id): accounts belong to ids, not to usernames
+    let from = m.open_account(&login(&m).await, "USD").await;
     let to = m
         .open_account(&m.token("bob", Role::Depositor), "USD")
         .await;
