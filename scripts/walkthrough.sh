@@ -134,11 +134,33 @@ call "$BASE_URL/v1/accounts/$ACCOUNT" -H "authorization: Bearer $TOKEN"
 call "$BASE_URL/v1/accounts/$ACCOUNT/balance?as_of=$BEFORE_HOLD" -H "authorization: Bearer $TOKEN"
 [[ $(jq -r .balance <<<"$LAST") == 7500 ]] || fail "the balance before the hold is not 7500"
 
-step "11. Renew the tokens"
+step "11. A payment with a fee leg: 20.00 USD to Bob and 1.00 USD to a fee account, all or nothing"
+call -X POST "$BASE_URL/v1/accounts" -H "$JSON" -H "authorization: Bearer $BANKER_TOKEN" -d '{"currency": "USD"}'
+FEE_ACCOUNT=$(jq -r .id <<<"$LAST")
+call -X POST "$BASE_URL/v1/transactions" -H "$JSON" -H "authorization: Bearer $TOKEN" \
+  -H "idempotency-key: order-$S" \
+  -d "{\"legs\": [{\"from_account_id\": \"$ACCOUNT\", \"to_account_id\": \"$BOB_ACCOUNT\", \"amount\": \"2000\", \"currency\": \"USD\"}, {\"from_account_id\": \"$ACCOUNT\", \"to_account_id\": \"$FEE_ACCOUNT\", \"amount\": \"100\", \"currency\": \"USD\", \"description\": \"platform fee\"}], \"description\": \"order 17\", \"metadata\": {\"order_id\": \"17-$S\"}}"
+TRANSACTION_ID=$(jq -r .transaction_id <<<"$LAST")
+SALE_ID=$(jq -r '.legs[0].transfer.id' <<<"$LAST")
+[[ $(jq -r '.legs | length' <<<"$LAST") == 2 && $(jq -r '.legs[1].transfer.transaction_id' <<<"$LAST") == "$TRANSACTION_ID" ]] \
+  || fail "the payment is not two legs of one transaction"
+call "$BASE_URL/v1/accounts/$ACCOUNT/transfers?metadata_key=order_id&metadata_value=17-$S" -H "authorization: Bearer $TOKEN"
+[[ $(jq -r '.transfers | length' <<<"$LAST") == 2 ]] || fail "the order id does not find the payment's two legs"
+
+step "12. Bob refunds 5.00 USD of the 20.00: a partial refund, a transfer back that names the sale"
+call -X POST "$BASE_URL/v1/transfers/$SALE_ID:reverse" -H "$JSON" -H "authorization: Bearer $BOB_TOKEN" \
+  -H "idempotency-key: refund-$S" -d '{"amount": "500", "description": "one item returned"}'
+[[ $(jq -r .transfer.reverses_id <<<"$LAST") == "$SALE_ID" ]] || fail "the refund does not name the sale"
+call "$BASE_URL/v1/transfers/$SALE_ID" -H "authorization: Bearer $TOKEN"
+[[ $(jq -r .reversed_amount <<<"$LAST") == 500 ]] || fail "the sale does not show 5.00 reversed"
+call "$BASE_URL/v1/accounts/$ACCOUNT" -H "authorization: Bearer $TOKEN"
+[[ $(jq -r .balance <<<"$LAST") == 4650 ]] || fail "the balance is not 6250 - 2100 + 500"
+
+step "13. Renew the tokens"
 call -X POST "$BASE_URL/v1/tokens:renew" -H "$JSON" -d "{\"refresh_token\": \"$REFRESH\"}"
 TOKEN=$(jq -r .access_token <<<"$LAST")
 
-step "12. Log out"
+step "14. Log out"
 call -X DELETE "$BASE_URL/v1/sessions/current" -H "authorization: Bearer $TOKEN"
 
 step "An error looks like this (no token)"
