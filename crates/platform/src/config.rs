@@ -140,7 +140,17 @@ pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
     pub min_connections: u32,
+    /// The longest a query waits for a pooled connection (100..=60_000). While the database is
+    /// down, the breaker (`breaker_probe_interval_ms`) answers sooner.
     pub acquire_timeout_ms: u64,
+    /// The circuit breaker's probe: every this many milliseconds one connection of its own runs
+    /// `SELECT 1`; when that fails and a new connection cannot be made within
+    /// `connect_timeout_ms`, the breaker opens and every query fails at once
+    /// (`database_unavailable`, 503) instead of waiting out `acquire_timeout_ms`, until a probe
+    /// connects again (then it closes: no restart). 0 turns it off; else 50..=10_000.
+    pub breaker_probe_interval_ms: u64,
+    /// The longest the breaker's probe waits to connect (50..=30_000).
+    pub connect_timeout_ms: u64,
     /// TLS to the server: `disable`, `prefer`, `require`, `verify-ca` or `verify-full` (libpq's
     /// names). Unset: the URL's `sslmode`, else `prefer`. Managed databases (RDS) want
     /// `verify-full` with their CA bundle in `ssl_root_cert`.
@@ -157,9 +167,35 @@ impl Default for DatabaseConfig {
             max_connections: 16,
             min_connections: 0,
             acquire_timeout_ms: 3_000,
+            breaker_probe_interval_ms: 250,
+            connect_timeout_ms: 1_000,
             ssl_mode: None,
             ssl_root_cert: None,
         }
+    }
+}
+
+impl DatabaseConfig {
+    /// The bounds of the waits (`platform::db::pool` refuses a config outside them).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure_in_range(
+            "database.acquire_timeout_ms",
+            self.acquire_timeout_ms,
+            100..=60_000,
+        )?;
+        if self.breaker_probe_interval_ms != 0 {
+            ensure_in_range(
+                "database.breaker_probe_interval_ms",
+                self.breaker_probe_interval_ms,
+                50..=10_000,
+            )?;
+        }
+        ensure_in_range(
+            "database.connect_timeout_ms",
+            self.connect_timeout_ms,
+            50..=30_000,
+        )?;
+        Ok(())
     }
 }
 

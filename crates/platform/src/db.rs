@@ -15,13 +15,95 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// Builds a pool. Connections are opened lazily so a service starts (and reports not-ready)
 /// while the database is still coming up; [`check_at_start`] refuses what waiting cannot fix.
+/// Inside a Tokio runtime it also starts the pool's circuit breaker ([`breaker`]), unless
+/// `database.breaker_probe_interval_ms` is 0.
 pub fn pool(cfg: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    cfg.validate()
+        .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
     let opts = connect_options(cfg)?;
-    Ok(PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(cfg.max_connections)
         .min_connections(cfg.min_connections)
         .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
-        .connect_lazy_with(opts))
+        .connect_lazy_with(opts.clone());
+    if cfg.breaker_probe_interval_ms > 0
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        runtime.spawn(breaker(
+            pool.clone(),
+            opts,
+            Duration::from_millis(cfg.breaker_probe_interval_ms),
+            Duration::from_millis(cfg.connect_timeout_ms),
+        ));
+    }
+    Ok(pool)
+}
+
+/// The pool's circuit breaker. sqlx keeps retrying a refused connection until the acquire
+/// timeout, so while the database is down every caller would wait that long; this makes them
+/// fail at once instead. A probe connection of its own runs `SELECT 1` every `interval`; when
+/// that fails and no new connection can be made within `connect_timeout` (the database is
+/// gone, not merely busy: a saturated pool never trips it), the pool's connect options are
+/// pointed at a socket that does not exist, so every new connection fails at once with an I/O
+/// error (`database_unavailable`, 503, through `ApiError::from`), including the connects sqlx is
+/// retrying right then. The probe keeps trying the real options every `interval`; the first that
+/// connects puts them back (closed: callers reach the database again, no restart). Ends when the
+/// pool is closed, or when the database answers that it does not exist (dropped: nothing to wait
+/// for).
+async fn breaker(
+    pool: PgPool,
+    real: PgConnectOptions,
+    interval: Duration,
+    connect_timeout: Duration,
+) {
+    use sqlx::{ConnectOptions, Connection};
+    let connect = || async {
+        match tokio::time::timeout(connect_timeout, real.connect()).await {
+            Ok(result) => result,
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        }
+    };
+    let mut probe = None;
+    let mut open = false;
+    while !pool.is_closed() {
+        let alive = match probe.as_mut() {
+            Some(conn) => {
+                let ping = sqlx::query("SELECT 1").execute(&mut *conn);
+                matches!(tokio::time::timeout(connect_timeout, ping).await, Ok(Ok(_)))
+            }
+            None => false,
+        };
+        if !alive {
+            probe = None; // broken: dropped
+            match connect().await {
+                Ok(conn) => probe = Some(conn),
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => return,
+                Err(e) => {
+                    if !open {
+                        open = true;
+                        pool.set_connect_options(breaker_open_options());
+                        metrics::gauge!("db_breaker_open").set(1.0);
+                        tracing::error!(error = %error_chain(&e), "database unreachable: circuit breaker open, queries fail at once");
+                    }
+                }
+            }
+        }
+        if open && probe.is_some() {
+            open = false;
+            pool.set_connect_options(real.clone());
+            metrics::gauge!("db_breaker_open").set(0.0);
+            tracing::info!("database reachable again: circuit breaker closed");
+        }
+        tokio::time::sleep(interval).await;
+    }
+    if let Some(conn) = probe {
+        let _ = conn.close().await;
+    }
+}
+
+/// Connect options that fail at once with an I/O error: a Unix socket that does not exist.
+fn breaker_open_options() -> PgConnectOptions {
+    PgConnectOptions::new().socket("/nonexistent/database-circuit-breaker-open")
 }
 
 /// The URL with `database.ssl_mode` and `database.ssl_root_cert` applied over it (they win over

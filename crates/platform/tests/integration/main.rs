@@ -3,6 +3,7 @@
 //! (the revoked-session feed against Redis), `tls` (TLS to PostgreSQL and Redis against
 //! throwaway servers).
 
+mod breaker;
 mod health;
 mod revocations;
 mod server;
