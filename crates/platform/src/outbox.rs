@@ -96,6 +96,9 @@ pub struct RelayConfig {
     pub stream_maxlen: u64,
     /// First retry delay after a failure; doubles up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
+    /// The cap of that delay, and so how long events wait after Redis answers again: small (one
+    /// cheap attempt a second against a Redis that is down), so mail is not held back by a
+    /// backoff grown during a long outage.
     pub backoff_max_ms: u64,
     /// Published rows older than this are deleted.
     pub retention_secs: u64,
@@ -114,7 +117,7 @@ impl Default for RelayConfig {
             poll_interval_ms: 2_000,
             stream_maxlen: 100_000,
             backoff_initial_ms: 200,
-            backoff_max_ms: 30_000,
+            backoff_max_ms: 1_000,
             retention_secs: 7 * 24 * 3600,
             cleanup_interval_secs: 3600,
             cleanup_batch_size: 1_000,

@@ -10,6 +10,7 @@
 //! a message naming the URL.
 
 pub mod process;
+pub mod proxy;
 pub mod servers;
 
 pub mod smtp;

@@ -5,6 +5,7 @@
 
 mod breaker;
 mod health;
+mod relay_outage;
 mod revocations;
 mod server;
 mod tls;
