@@ -378,3 +378,96 @@ async fn freeze_and_unfreeze_are_banker_only_and_need_a_bounded_reason() {
     assert_eq!(active.status, AccountStatus::Active as i32);
     assert_eq!(active.frozen_reason, "");
 }
+
+/// A token for `user` with the user id `uid` (a later user of the same username has another).
+fn token_of(keys: &platform::token::Keys, user: &str, uid: uuid::Uuid) -> String {
+    use platform::{config::TokenKind, token::Claims};
+    keys.maker(TokenKind::Paseto)
+        .sign(&Claims::access(
+            user,
+            uid,
+            Role::Depositor,
+            uuid::Uuid::new_v4(),
+            true,
+            std::time::Duration::from_secs(600),
+        ))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn accounts_belong_to_the_user_id_not_the_username() {
+    let app = App::start().await;
+    let old = app.open("ann", "USD").await.unwrap();
+    let owner_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT owner_id FROM ledger.accounts WHERE id = $1")
+            .bind(old.id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        owner_id,
+        test_support::user_id("ann"),
+        "written from the token's uid"
+    );
+
+    // another user who now has the username ann (the first was deleted)
+    let new_ann = token_of(&app.keys, "ann", uuid::Uuid::new_v4());
+    let mut client = app.client.clone();
+    for owner in ["", "ann"] {
+        let page = client
+            .list_accounts(authed(
+                ListAccountsRequest {
+                    owner: owner.into(),
+                    ..Default::default()
+                },
+                &new_ann,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.accounts.is_empty(), "owner filter {owner:?}: {page:?}");
+    }
+    let err = client
+        .get_account(authed(GetAccountRequest { id: old.id }, &new_ann))
+        .await
+        .unwrap_err();
+    assert_status(err, Code::NotFound, "account_not_found");
+    // one account per user and currency: the new ann opens her own USD account
+    let mine = client
+        .create_account(authed(
+            CreateAccountRequest {
+                currency: "USD".into(),
+            },
+            &new_ann,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(mine.id, old.id);
+    assert_eq!(mine.owner, "ann");
+    // the first ann still sees only hers; a banker filtering by the name sees both
+    let page = client
+        .list_accounts(authed(ListAccountsRequest::default(), &app.token("ann")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        page.accounts.iter().map(|a| a.id).collect::<Vec<_>>(),
+        [old.id]
+    );
+    let page = client
+        .list_accounts(authed(
+            ListAccountsRequest {
+                owner: "ann".into(),
+                ..Default::default()
+            },
+            &app.banker(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        page.accounts.iter().map(|a| a.id).collect::<Vec<_>>(),
+        [mine.id, old.id]
+    );
+}
