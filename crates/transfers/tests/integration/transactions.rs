@@ -314,3 +314,70 @@ async fn a_transaction_has_two_to_the_configured_most_legs_each_checked_on_its_o
         .unwrap();
     assert_eq!(app.balance(bob).await, 3);
 }
+
+#[tokio::test]
+async fn reconcile_reports_a_transaction_missing_a_leg_and_reversals_that_do_not_add_up() {
+    let app = App::start().await;
+    let buyer = app.open("buyer", "USD").await;
+    let seller = app.open("seller", "USD").await;
+    let platform = app.open("platform", "USD").await;
+    app.deposit(buyer, 1_000, "USD").await;
+    let done = pay(
+        &app,
+        payment(vec![leg(buyer, seller, 900), leg(buyer, platform, 100)]),
+        &app.token("buyer"),
+    )
+    .await
+    .unwrap();
+    let sale = done.legs[0].transfer.as_ref().unwrap().id;
+    let fee = done.legs[1].transfer.as_ref().unwrap().id;
+    app.client
+        .clone()
+        .reverse_transfer(authed(
+            proto::transfers::v1::ReverseTransferRequest {
+                id: sale,
+                amount: 300,
+                ..Default::default()
+            },
+            &app.token("seller"),
+        ))
+        .await
+        .unwrap();
+    let report = app.reconcile().await;
+    assert!(report.ok, "{:?}", report.violations);
+
+    // tampering behind the ledger's back: a leg leaves its transaction, a reversal is forgotten
+    for sql in [
+        "UPDATE ledger.transfers SET transaction_id = NULL WHERE id = $1",
+        "UPDATE ledger.transfers SET reversed_amount = 0 WHERE id = $1",
+    ] {
+        let id = if sql.contains("transaction_id") {
+            fee
+        } else {
+            sale
+        };
+        sqlx::query(sql)
+            .bind(id)
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+    }
+    let report = app.reconcile().await;
+    assert!(!report.ok);
+    let transaction = done.transaction_id;
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.starts_with(&format!("transaction {transaction}: 2 legs, but 1 found"))),
+        "{:?}",
+        report.violations
+    );
+    assert!(
+        report.violations.iter().any(|v| v.starts_with(&format!(
+            "transfer {sale} (amount 900): reversed_amount 0, its reversals sum to 300"
+        ))),
+        "{:?}",
+        report.violations
+    );
+}
