@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "transactions/auth/v1/auth.proto",
         "transactions/accounts/v1/accounts.proto",
         "transactions/transfers/v1/transfers.proto",
+        "transactions/webhooks/v1/webhooks.proto",
     ];
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()

@@ -114,6 +114,7 @@ impl Default for Config {
             ("auth", "http://127.0.0.1:50051"),
             ("accounts", "http://127.0.0.1:50052"),
             ("transfers", "http://127.0.0.1:50053"),
+            ("webhooks", "http://127.0.0.1:50054"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -39,11 +39,18 @@ pub mod transfers {
     }
 }
 
+pub mod webhooks {
+    pub mod v1 {
+        tonic::include_proto!("transactions.webhooks.v1");
+    }
+}
+
 /// Fully qualified gRPC service names, as routed by the gateway and listed by reflection.
 pub mod service_names {
     pub const AUTH: &str = "transactions.auth.v1.AuthService";
     pub const ACCOUNTS: &str = "transactions.accounts.v1.AccountsService";
     pub const TRANSFERS: &str = "transactions.transfers.v1.TransfersService";
+    pub const WEBHOOKS: &str = "transactions.webhooks.v1.WebhooksService";
 }
 
 #[cfg(test)]
@@ -67,6 +74,7 @@ mod tests {
             service_names::AUTH,
             service_names::ACCOUNTS,
             service_names::TRANSFERS,
+            service_names::WEBHOOKS,
         ] {
             assert!(services.iter().any(|s| s == name), "{name} missing");
         }

@@ -44,6 +44,10 @@ fn services() -> Vec<(&'static str, BTreeSet<String>)> {
             "edge-gateway",
             keys(serde_json::to_value(edge_gateway::config::Config::default())),
         ),
+        (
+            "webhooks",
+            keys(serde_json::to_value(webhooks::config::Config::default())),
+        ),
     ]
 }
 

@@ -11,7 +11,14 @@ use serde_json::Value;
 
 /// The service crates. A crate laid out as a service (`src/main.rs` and `src/startup.rs`) must be
 /// listed here, so a new service is held to the rules as soon as it exists.
-const SERVICES: [&str; 5] = ["auth", "accounts", "transfers", "mailer", "edge-gateway"];
+const SERVICES: [&str; 6] = [
+    "auth",
+    "accounts",
+    "transfers",
+    "mailer",
+    "edge-gateway",
+    "webhooks",
+];
 
 /// One workspace member and what its Cargo.toml depends on.
 struct Package {
