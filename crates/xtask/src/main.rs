@@ -38,9 +38,13 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Write docs/schema.md from the schema the migrations build (--check: fail if it differs).
     SchemaDocs(schema_docs::SchemaDocsArgs),
+    /// Fault campaign: keyed transfers through the gateway while transfers, PostgreSQL and Redis
+    /// are killed and restarted; checks every answer kept its promise (--quick: CI).
+    Chaos(chaos::ChaosArgs),
 }
 
 mod bench;
+mod chaos;
 mod ports;
 mod schema_docs;
 
@@ -77,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Up { release } => up(release).await,
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::SchemaDocs(args) => schema_docs::run(args).await,
+        Cmd::Chaos(args) => chaos::run(args).await,
     }
 }
 
