@@ -5,6 +5,7 @@ mod account_oracle;
 mod batching;
 mod concurrency;
 mod holds;
+mod identity;
 mod locked_rows;
 mod metadata;
 mod migrations;
