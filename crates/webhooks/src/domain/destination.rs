@@ -24,6 +24,9 @@ use reqwest::{
 /// Longest URL accepted (the column's CHECK allows the same).
 pub const URL_MAX_CHARS: usize = 2048;
 
+/// How long resolving a host at registration may take.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Why a URL is refused; the text is what the client reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -58,6 +61,10 @@ impl Policy {
             return Err(Refused::TooLong);
         }
         let url = Url::parse(text).map_err(|_| Refused::Invalid)?;
+        // the stored (normalised, percent-encoded) form is what the column bounds
+        if url.as_str().len() > URL_MAX_CHARS {
+            return Err(Refused::TooLong);
+        }
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Refused::Scheme);
         }
@@ -69,10 +76,13 @@ impl Policy {
             return self.check_ip(ip).map(|()| url);
         }
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|_| Refused::Unresolved)?
-            .collect();
+        // bounded: a name whose servers do not answer must not hold the request to its deadline
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)))
+                .await
+                .map_err(|_| Refused::Unresolved)?
+                .map_err(|_| Refused::Unresolved)?
+                .collect();
         if addrs.is_empty() {
             return Err(Refused::Unresolved);
         }
