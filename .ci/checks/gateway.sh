@@ -18,7 +18,7 @@ export BASE_URL
 
 # `cargo xtask up` refuses taken ports too, but the readiness loop below could reach another mesh's
 # gateway before xtask has built and refused, so this script looks first.
-for port in 8080 8085 9090 50051 50052 50053 8081 8082 8083 8084; do
+for port in 8080 8085 9090 50051 50052 50053 50054 8081 8082 8083 8084 8086; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use: stop the running mesh first" >&2
     exit 1
@@ -36,7 +36,7 @@ stop_mesh() {
 }
 trap stop_mesh EXIT
 
-# building five binaries on a cold cache takes a while
+# building six binaries on a cold cache takes a while
 for i in $(seq 1 900); do
   if curl -fsS -o /dev/null "$ADMIN_URL/readyz" 2>/dev/null; then break; fi
   if ! kill -0 "$MESH" 2>/dev/null; then
@@ -62,7 +62,7 @@ done
 METRICS=$(curl -fsS "$ADMIN_URL/metrics")
 grep -q '^# TYPE' <<<"$METRICS" || { echo "admin /metrics is not Prometheus text" >&2; exit 1; }
 # the gRPC health of the services follows their readiness (database, Redis)
-for port in 50051 50052 50053; do
+for port in 50051 50052 50053 50054; do
   HEALTH=$(grpcurl -plaintext 127.0.0.1:$port grpc.health.v1.Health/Check)
   grep -q '"SERVING"' <<<"$HEALTH" ||
     { echo "gRPC health of :$port is not SERVING" >&2; exit 1; }

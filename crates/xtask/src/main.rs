@@ -1,6 +1,6 @@
 //! `cargo xtask up`: refuses to start if a port of the mesh is taken, creates the database if
 //! missing, applies migrations, creates the development token keys under `var/keys`, builds and
-//! starts all five services with the dev config (emails as `.eml` files under `var/mail`),
+//! starts all six services with the dev config (emails as `.eml` files under `var/mail`),
 //! prefixes each service's log lines with its name, waits until all are ready, and on
 //! Ctrl-C/SIGTERM stops them all (SIGTERM, then SIGKILL after 10 s).
 
@@ -48,14 +48,23 @@ mod chaos;
 mod ports;
 mod schema_docs;
 
-/// The five services: name, binary, readiness URL.
-const SERVICES: [(&str, &str); 5] = [
+/// The six services: name, binary, readiness URL.
+const SERVICES: [(&str, &str); 6] = [
     ("auth", "http://127.0.0.1:8081/readyz"),
     ("accounts", "http://127.0.0.1:8082/readyz"),
     ("transfers", "http://127.0.0.1:8083/readyz"),
     ("mailer", "http://127.0.0.1:8084/readyz"),
+    ("webhooks", "http://127.0.0.1:8086/readyz"),
     // the gateway's health is on its private admin port (the public 8080 serves only the API)
     ("edge-gateway", "http://127.0.0.1:8085/healthz"),
+];
+
+/// What the development mesh of `cargo xtask up` turns on beyond the services' defaults: the
+/// ledger-events relay in transfers (off by default so tests start none), and webhooks to local
+/// receivers (loopback and private addresses are refused by default).
+const DEV_MESH_ENV: [(&str, &str); 2] = [
+    ("TRANSFERS_RELAY__ENABLED", "true"),
+    ("WEBHOOKS_DELIVERY__ALLOW_PRIVATE_DESTINATIONS", "true"),
 ];
 
 fn database_url() -> String {
@@ -120,7 +129,7 @@ async fn up(release: bool) -> anyhow::Result<()> {
     for (name, _) in SERVICES {
         children.push((
             name,
-            spawn(name, &bin_dir, &keys_dir, &database_url(), "var/mail", &[])?,
+            spawn(name, &bin_dir, &keys_dir, &database_url(), "var/mail", &DEV_MESH_ENV)?,
         ));
     }
 
@@ -130,7 +139,7 @@ async fn up(release: bool) -> anyhow::Result<()> {
     };
     match outcome {
         Ok(None) => println!(
-            "xtask: all five services are ready — HTTP http://localhost:8080 (Swagger UI /swagger/), gRPC localhost:9090, mail in var/mail. Ctrl-C stops them."
+            "xtask: all six services are ready — HTTP http://localhost:8080 (Swagger UI /swagger/), gRPC localhost:9090, mail in var/mail. Ctrl-C stops them."
         ),
         Ok(Some(name)) => {
             stop_all(&mut children).await;
@@ -157,7 +166,7 @@ async fn up(release: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the five service binaries (and `extra` packages); returns the directory they are in.
+/// Builds the six service binaries (and `extra` packages); returns the directory they are in.
 async fn build(release: bool, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     build.args(["build", "--bins"]);

@@ -17,8 +17,8 @@ pub struct Listener<'a> {
     pub addr: &'a str,
 }
 
-/// Every address the five services of `cargo xtask up` listen on.
-pub const MESH: [Listener<'static>; 10] = [
+/// Every address the six services of `cargo xtask up` listen on.
+pub const MESH: [Listener<'static>; 12] = [
     listener("auth", "gRPC", "0.0.0.0:50051"),
     listener("auth", "side HTTP", "0.0.0.0:8081"),
     listener("accounts", "gRPC", "0.0.0.0:50052"),
@@ -26,6 +26,8 @@ pub const MESH: [Listener<'static>; 10] = [
     listener("transfers", "gRPC", "0.0.0.0:50053"),
     listener("transfers", "side HTTP", "0.0.0.0:8083"),
     listener("mailer", "side HTTP", "0.0.0.0:8084"),
+    listener("webhooks", "gRPC", "0.0.0.0:50054"),
+    listener("webhooks", "side HTTP", "0.0.0.0:8086"),
     listener("edge-gateway", "public HTTP", "0.0.0.0:8080"),
     listener("edge-gateway", "public gRPC", "0.0.0.0:9090"),
     listener("edge-gateway", "admin HTTP", "0.0.0.0:8085"),
