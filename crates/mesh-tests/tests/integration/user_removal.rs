@@ -240,3 +240,65 @@ async fn a_new_user_with_a_freed_username_sees_none_of_the_old_users_accounts() 
     assert_ne!(mine, old_account);
     m.stop().await;
 }
+
+/// DeleteUser over HTTP through the gateway (`DELETE /v1/users/{username}` with a JSON body).
+#[tokio::test]
+async fn delete_user_answers_over_http() {
+    let m = Mesh::start().await;
+    let gateway = m.start_gateway().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let token = register(&m, "ann").await;
+    let call = |body: serde_json::Value, token: Option<&str>| {
+        let mut req = http
+            .delete(format!("{}/v1/users/me", gateway.http_url()))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.expect("answer");
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let reason = |body: &serde_json::Value| body["details"][0]["reason"].clone();
+
+    let (status, _) = call(serde_json::json!({"password": PASSWORD}), None).await;
+    assert_eq!(status, 401, "no token, no deletion");
+    let (status, body) = call(serde_json::json!({}), Some(&token)).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(
+        serde_json::json!({"password": "nope-nope-nope"}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, reason(&body)),
+        (403, "wrong_password".into()),
+        "{body}"
+    );
+    let (status, body) = call(serde_json::json!({"password": PASSWORD}), Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["username"], "ann");
+    assert_eq!(body["sessions_revoked"], 1);
+    assert!(
+        uuid::Uuid::parse_str(body["id"].as_str().unwrap()).is_ok(),
+        "{body}"
+    );
+
+    let err = m
+        .auth_client
+        .clone()
+        .login_user(LoginUserRequest {
+            username: "ann".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    gateway.stop().await.expect("gateway stops");
+    m.stop().await;
+}
