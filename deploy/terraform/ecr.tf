@@ -3,7 +3,7 @@
 # in a repository of its own whose one tag (`main`) every deploy overwrites, so it is mutable.
 
 locals {
-  images = ["migrate", "auth", "accounts", "transfers", "mailer", "edge-gateway"]
+  images = ["migrate", "auth", "accounts", "transfers", "mailer", "webhooks", "edge-gateway"]
   image_lifecycle = jsonencode({
     rules = [
       {

@@ -3,7 +3,7 @@
 
 Usage: check_chart.py [--production] RENDERED.yaml
 
-For every service (auth, accounts, transfers, mailer, edge-gateway): a Deployment whose container
+For every service (auth, accounts, transfers, webhooks, mailer, edge-gateway): a Deployment whose container
 has liveness and readiness probes (gRPC for the gRPC services, whose health follows their /readyz
 checks; HTTP on /healthz and /readyz for the mailer; for the gateway HTTP /healthz on its private
 admin port and gRPC readiness), resource requests and limits for CPU and memory, a non-root pod and
@@ -28,6 +28,7 @@ GRPC_SERVICES = {
     "auth": 50051,
     "accounts": 50052,
     "transfers": 50053,
+    "webhooks": 50054,
 }
 HTTP_PROBED = {"mailer": 8084, "edge-gateway": 8080}
 # The gateway's /metrics, /readyz and /healthz: a port of their own, never public.

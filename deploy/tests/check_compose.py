@@ -27,11 +27,11 @@ import re
 import sys
 import tomllib
 
-APP = ["auth", "accounts", "transfers", "mailer", "edge-gateway"]
+APP = ["auth", "accounts", "transfers", "mailer", "webhooks", "edge-gateway"]
 ONE_SHOTS = ["keygen", "migrate"]
 PUBLISHED = {"edge-gateway": {8080, 9090}, "mailpit": {8025}, "jaeger": {16686}, "grafana": {3000}}
 # Where each service's /metrics is (the gateway's on its admin port): what Prometheus must scrape.
-METRICS = {"auth": 8081, "accounts": 8082, "transfers": 8083, "mailer": 8084, "edge-gateway": 8085}
+METRICS = {"auth": 8081, "accounts": 8082, "transfers": 8083, "mailer": 8084, "webhooks": 8086, "edge-gateway": 8085}
 DOCKERFILE = "deploy/docker/Dockerfile"
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     def waits(name: str, dep: str, condition: str) -> bool:
         return ((services.get(name, {}).get("depends_on") or {}).get(dep) or {}).get("condition") == condition
 
-    for name in ["auth", "accounts", "transfers"]:
+    for name in ["auth", "accounts", "transfers", "webhooks"]:
         check(waits(name, "migrate", "service_completed_successfully"), f"{name}: waits for migrate")
         check(waits(name, "keygen", "service_completed_successfully"), f"{name}: waits for keygen")
         check(waits("edge-gateway", name, "service_healthy"), f"edge-gateway: waits for {name} healthy")
@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
     gw_test = " ".join((services.get("edge-gateway", {}).get("healthcheck") or {}).get("test") or [])
     check("127.0.0.1:8085/readyz" in gw_test, "edge-gateway: health check on its admin port's /readyz")
     gw_env = services.get("edge-gateway", {}).get("environment") or {}
-    for up, port in (("AUTH", 50051), ("ACCOUNTS", 50052), ("TRANSFERS", 50053)):
+    for up, port in (("AUTH", 50051), ("ACCOUNTS", 50052), ("TRANSFERS", 50053), ("WEBHOOKS", 50054)):
         check(gw_env.get(f"EDGE_GATEWAY_UPSTREAMS__{up}") == f"http://{up.lower()}:{port}",
               f"edge-gateway: upstream {up.lower()} is http://{up.lower()}:{port}")
 
