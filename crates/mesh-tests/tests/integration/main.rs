@@ -16,6 +16,8 @@
 //!   password change), through auth's outbox, its relay and every service's in-memory list;
 //! - `user_removal`: a removed user's tokens stop moving money within 2 s, and a new user with
 //!   the freed username sees none of the old user's accounts (which stay, for a banker);
+//! - `webhooks_end_to_end`: a transfer through accounts and transfers (its ledger-events relay
+//!   on) reaches a receiver once, signed, with its event id, through the webhooks service;
 //! - `tls`: the mesh against a TLS-only PostgreSQL and a TLS Redis (throwaway servers the test
 //!   starts), a wrong CA refused at start-up, health following the database.
 
@@ -34,3 +36,4 @@ mod revocation;
 mod tls;
 mod tracing;
 mod user_removal;
+mod webhooks_end_to_end;
