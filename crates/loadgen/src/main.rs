@@ -1,7 +1,9 @@
-//! Load generator: sets up N verified users with one funded account each through the public API,
-//! then runs C concurrent clients making transfers (each with its own idempotency key) for D
-//! seconds against one target, prints transfers/s, latency percentiles and errors by reason, one
-//! JSON line for machines, and finally runs Reconcile and fails loudly if the ledger is off.
+//! Load generator: sets up N verified users with one funded account each through the public API
+//! (or reads them, with their access tokens, from the `--parties-file` an earlier `--setup-only`
+//! run wrote, so a series of runs logs each user in once), then runs C concurrent clients making
+//! transfers (each with its own idempotency key) or reads for D seconds against one target, prints
+//! calls/s, latency percentiles and errors by reason, one JSON line for machines, and finally runs
+//! Reconcile (timed) and fails loudly if the ledger is off.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +20,8 @@ use proto::{
         auth_service_client::AuthServiceClient,
     },
     transfers::v1::{
-        CreateTransferRequest, DepositRequest, PostTransferRequest, ReconcileRequest,
+        CreateTransferRequest, DepositRequest, GetTransferRequest, ListEntriesRequest,
+        ListTransfersRequest, PostTransferRequest, ReconcileRequest,
         transfers_service_client::TransfersServiceClient,
     },
 };
@@ -45,6 +48,9 @@ enum Mode {
     /// As `hot`, but each transfer is two-phase: a hold, then its post (capture) for the whole
     /// amount. One completed pair counts as one transfer; its latency is both calls. gRPC only.
     HotHoldPost,
+    /// The read RPCs, in turn: GetTransfer, ListEntries and ListTransfers (first page, 20) of a
+    /// random party's own account; latency percentiles per RPC. gRPC only.
+    Reads,
 }
 
 #[derive(Parser, Debug)]
@@ -94,12 +100,32 @@ struct Args {
     /// Label printed in the JSON line.
     #[arg(long, default_value = "")]
     label: String,
+    /// Where the parties (account ids and access tokens, the banker's too) are kept: written by
+    /// `--setup-only`, read instead of setting up otherwise.
+    #[arg(long)]
+    parties_file: Option<std::path::PathBuf>,
+    /// Set up the parties, write `--parties-file`, and stop.
+    #[arg(long)]
+    setup_only: bool,
+    /// Skip the Reconcile at the end (a harness that reconciles once per round).
+    #[arg(long)]
+    no_reconcile: bool,
+    /// Only run Reconcile (timed) with the banker of `--parties-file`.
+    #[arg(long)]
+    reconcile_only: bool,
 }
 
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Party {
     token: String,
     account_id: i64,
+}
+
+/// What `--setup-only` keeps for the runs after it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PartiesFile {
+    banker: String,
+    parties: Vec<Party>,
 }
 
 fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
@@ -186,10 +212,8 @@ async fn setup_party(
     let mut auth = AuthServiceClient::new(gw.clone());
     let password = "loadgen-password-1";
     let username = format!("lg_{}_{i}", args.tag);
-    // a user from an earlier run just logs in (one argon2id hash instead of two)
-    if let Ok(token) = login(&mut auth, &username, password).await {
-        return open_and_fund(gw, banker, token).await;
-    }
+    // sign up first: a login attempt for a user that does not exist yet is a failed login, and
+    // the login throttle counts those per client IP (every bench user shares one)
     match auth
         .create_user(CreateUserRequest {
             username: username.clone(),
@@ -213,6 +237,7 @@ async fn setup_party(
             })
             .await?;
         }
+        // a user from an earlier run against the same database just logs in
         Err(s) if s.code() == tonic::Code::AlreadyExists => {}
         Err(s) => bail!("create user {username}: {s}"),
     }
@@ -257,6 +282,7 @@ async fn open_and_fund(gw: &Channel, banker: &str, token: String) -> anyhow::Res
                 amount: 10_000_000,
                 currency: "USD".into(),
                 request_id: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
             },
             banker,
         ))
@@ -265,10 +291,16 @@ async fn open_and_fund(gw: &Channel, banker: &str, token: String) -> anyhow::Res
     Ok(Party { token, account_id })
 }
 
+#[derive(Default)]
 struct Outcome {
     latencies_us: Vec<u64>,
     errors: BTreeMap<String, u64>,
+    /// `reads` mode: latencies per RPC.
+    by_rpc: BTreeMap<&'static str, Vec<u64>>,
 }
+
+/// The read RPCs of `--mode reads`, taken in turn.
+const READS: [&str; 3] = ["GetTransfer", "ListEntries", "ListTransfers"];
 
 enum Client {
     Grpc(TransfersServiceClient<Channel>),
@@ -313,6 +345,42 @@ impl Client {
         .await
         .map(|_| ())
         .map_err(|s| format!("post/{}", reason(&s)))
+    }
+
+    /// One read RPC of `READS` about `party`'s own account (`transfer_id`: one of its transfers).
+    async fn read(&mut self, rpc: &str, party: &Party, transfer_id: i64) -> Result<(), String> {
+        let Client::Grpc(c) = self else {
+            return Err("reads run over gRPC only".into());
+        };
+        let r = match rpc {
+            "GetTransfer" => c
+                .get_transfer(bearer(GetTransferRequest { id: transfer_id }, &party.token))
+                .await
+                .map(|_| ()),
+            "ListEntries" => c
+                .list_entries(bearer(
+                    ListEntriesRequest {
+                        account_id: party.account_id,
+                        page_size: 20,
+                        ..Default::default()
+                    },
+                    &party.token,
+                ))
+                .await
+                .map(|_| ()),
+            _ => c
+                .list_transfers(bearer(
+                    ListTransfersRequest {
+                        account_id: party.account_id,
+                        page_size: 20,
+                        ..Default::default()
+                    },
+                    &party.token,
+                ))
+                .await
+                .map(|_| ()),
+        };
+        r.map_err(|s| format!("{rpc}/{}", reason(&s)))
     }
 
     async fn transfer(&mut self, from: &Party, to: &Party, amount: i64) -> Result<(), String> {
@@ -370,7 +438,36 @@ impl Client {
     }
 }
 
+/// For `reads`: (party index, one of its transfers) for up to 64 parties, from ListTransfers.
+async fn known_transfers(args: &Args, parties: &[Party]) -> anyhow::Result<Vec<(usize, i64)>> {
+    let mut c = TransfersServiceClient::new(connect(&args.transfers_grpc).await?);
+    let mut known = Vec::new();
+    for (i, p) in parties.iter().enumerate().take(64) {
+        let page = c
+            .list_transfers(bearer(
+                ListTransfersRequest {
+                    account_id: p.account_id,
+                    page_size: 1,
+                    ..Default::default()
+                },
+                &p.token,
+            ))
+            .await?
+            .into_inner();
+        known.extend(page.transfers.first().map(|t| (i, t.id)));
+    }
+    if known.is_empty() {
+        bail!("reads: no party has a transfer to read");
+    }
+    Ok(known)
+}
+
 async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outcome, Duration)> {
+    let known = Arc::new(if args.mode == Mode::Reads {
+        known_transfers(args, &parties).await?
+    } else {
+        Vec::new()
+    });
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let remaining = Arc::new(std::sync::atomic::AtomicI64::new(if args.count > 0 {
         args.count as i64
@@ -400,15 +497,28 @@ async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outc
             None => Client::Http(http.clone(), args.gateway_http.clone()),
         };
         let mode = args.mode;
+        let known = known.clone();
         tasks.push(tokio::spawn(async move {
-            let mut out = Outcome {
-                latencies_us: Vec::new(),
-                errors: BTreeMap::new(),
-            };
+            let mut out = Outcome::default();
             let n = parties.len();
+            let mut turn = c;
             while Instant::now() < deadline
                 && remaining.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0
             {
+                if mode == Mode::Reads {
+                    let rpc = READS[turn % READS.len()];
+                    turn += 1;
+                    let (p, id) = known[rand::rng().random_range(0..known.len())];
+                    let t0 = Instant::now();
+                    let result = client.read(rpc, &parties[p], id).await;
+                    let us = t0.elapsed().as_micros() as u64;
+                    out.latencies_us.push(us);
+                    out.by_rpc.entry(rpc).or_default().push(us);
+                    if let Err(e) = result {
+                        *out.errors.entry(e).or_default() += 1;
+                    }
+                    continue;
+                }
                 let (a, b, amount) = {
                     let mut rng = rand::rng();
                     let (a, b) = match mode {
@@ -417,7 +527,7 @@ async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outc
                             let b = (a + rng.random_range(1..n)) % n;
                             (a, b)
                         }
-                        Mode::Hot | Mode::HotHoldPost => {
+                        Mode::Hot | Mode::HotHoldPost | Mode::Reads => {
                             let other = rng.random_range(1..n);
                             if rng.random_bool(0.5) {
                                 (0, other)
@@ -444,13 +554,13 @@ async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outc
             out
         }));
     }
-    let mut all = Outcome {
-        latencies_us: Vec::new(),
-        errors: BTreeMap::new(),
-    };
+    let mut all = Outcome::default();
     for t in tasks {
         let o = t.await?;
         all.latencies_us.extend(o.latencies_us);
+        for (k, v) in o.by_rpc {
+            all.by_rpc.entry(k).or_default().extend(v);
+        }
         for (k, v) in o.errors {
             *all.errors.entry(k).or_default() += v;
         }
@@ -466,6 +576,16 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// Runs Reconcile as the banker: (ok, violations, how long it took).
+async fn reconcile(gw: Channel, banker: &str) -> anyhow::Result<(bool, Vec<String>, Duration)> {
+    let t0 = Instant::now();
+    let r = TransfersServiceClient::new(gw)
+        .reconcile(bearer(ReconcileRequest {}, banker))
+        .await?
+        .into_inner();
+    Ok((r.ok, r.violations, t0.elapsed()))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -473,7 +593,49 @@ async fn main() -> anyhow::Result<()> {
         bail!("--accounts must be at least 2");
     }
     let gw = connect(&args.gateway_grpc).await?;
-    let (banker, parties) = setup(&args, gw.clone()).await?;
+    let (banker, parties) = match &args.parties_file {
+        Some(path) if !args.setup_only => {
+            let file: PartiesFile = serde_json::from_slice(
+                &std::fs::read(path).with_context(|| format!("read {}", path.display()))?,
+            )?;
+            if file.parties.len() < args.accounts {
+                bail!(
+                    "{} holds {} parties, fewer than --accounts {}",
+                    path.display(),
+                    file.parties.len(),
+                    args.accounts
+                );
+            }
+            let mut parties = file.parties;
+            parties.truncate(args.accounts);
+            (file.banker, parties)
+        }
+        _ => setup(&args, gw.clone()).await?,
+    };
+    if args.setup_only {
+        let path = args
+            .parties_file
+            .as_ref()
+            .context("--setup-only needs --parties-file")?;
+        let file = PartiesFile { banker, parties };
+        std::fs::write(path, serde_json::to_vec(&file)?)?;
+        println!(
+            "{}",
+            serde_json::json!({"label": args.label, "parties": file.parties.len()})
+        );
+        return Ok(());
+    }
+    if args.reconcile_only {
+        let (ok, violations, took) = reconcile(gw, &banker).await?;
+        println!(
+            "{}",
+            serde_json::json!({"label": args.label, "reconcile_ok": ok, "reconcile_ms": took.as_secs_f64() * 1000.0})
+        );
+        if !ok {
+            bail!("RECONCILE FAILED: {violations:?}");
+        }
+        return Ok(());
+    }
     let (mut outcome, elapsed) = run_load(&args, Arc::new(parties)).await?;
     outcome.latencies_us.sort_unstable();
     let total = outcome.latencies_us.len() as u64;
@@ -482,7 +644,7 @@ async fn main() -> anyhow::Result<()> {
     let tps = ok as f64 / elapsed.as_secs_f64();
     let l = &outcome.latencies_us;
     println!(
-        "{:?} {:?}: {ok} transfers in {:.1}s = {tps:.0}/s; latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; errors {failed}",
+        "{:?} {:?}: {ok} calls in {:.1}s = {tps:.0}/s; latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; errors {failed}",
         args.target,
         args.mode,
         elapsed.as_secs_f64(),
@@ -494,10 +656,23 @@ async fn main() -> anyhow::Result<()> {
     for (k, v) in &outcome.errors {
         println!("  error {k}: {v}");
     }
-    let reconcile = TransfersServiceClient::new(gw)
-        .reconcile(bearer(ReconcileRequest {}, &banker))
-        .await?
-        .into_inner();
+    let by_rpc: serde_json::Map<String, serde_json::Value> = outcome
+        .by_rpc
+        .iter_mut()
+        .map(|(rpc, v)| {
+            v.sort_unstable();
+            (
+                (*rpc).to_owned(),
+                serde_json::json!({"calls": v.len(), "p50": percentile(v, 0.50), "p99": percentile(v, 0.99)}),
+            )
+        })
+        .collect();
+    let (reconcile_ok, violations, reconcile_ms) = if args.no_reconcile {
+        (true, Vec::new(), None)
+    } else {
+        let (ok, v, took) = reconcile(gw, &banker).await?;
+        (ok, v, Some(took.as_secs_f64() * 1000.0))
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -514,11 +689,13 @@ async fn main() -> anyhow::Result<()> {
                 "p50": percentile(l, 0.50), "p95": percentile(l, 0.95),
                 "p99": percentile(l, 0.99), "max": percentile(l, 1.0)
             },
-            "reconcile_ok": reconcile.ok,
+            "by_rpc": by_rpc,
+            "reconcile_ok": reconcile_ok,
+            "reconcile_ms": reconcile_ms,
         })
     );
-    if !reconcile.ok {
-        bail!("RECONCILE FAILED: {:?}", reconcile.violations);
+    if !reconcile_ok {
+        bail!("RECONCILE FAILED: {violations:?}");
     }
     Ok(())
 }
