@@ -1,0 +1,209 @@
+//! `cargo xtask bench --scenario growth`: what a long history costs. The same measurements on the
+//! small ledger the setup leaves, then after `--growth-transfers` transfers of history are
+//! preloaded in SQL (`bench/growth.sql`): transfer throughput (gRPC direct, uniform) with its CPU
+//! per transfer, the read RPCs' latency (GetTransfer, ListEntries, ListTransfers: p50 / p99), and
+//! Reconcile's duration. Rounds run small first, then large (the history cannot be taken back
+//! between rounds), so drift of the machine between the phases shows up as a difference too:
+//! read the load averages beside the figures.
+
+use std::{collections::BTreeMap, fmt::Write as _, path::Path, time::Instant};
+
+use super::{Ctx, cpu, load_json, median_of, min_med_max, reconcile, scripts, vacuum_accounts};
+
+#[derive(Default, Clone, serde::Serialize)]
+struct Phase {
+    /// metric name -> one value per round
+    metrics: BTreeMap<String, Vec<f64>>,
+    loads: Vec<String>,
+    transfers_in_ledger: i64,
+    preload_secs: Option<f64>,
+}
+
+impl Phase {
+    fn push(&mut self, k: &str, v: f64) {
+        self.metrics.entry(k.to_owned()).or_default().push(v);
+    }
+}
+
+const CHUNK: u64 = 500_000;
+
+pub(crate) async fn run(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
+    let args = ctx.args;
+    let mut phases: Vec<(String, Phase)> = Vec::new();
+    for large in [false, true] {
+        let mut phase = Phase::default();
+        if large {
+            let t0 = Instant::now();
+            preload(ctx, args.growth_transfers).await?;
+            phase.preload_secs = Some(t0.elapsed().as_secs_f64());
+            println!(
+                "xtask bench: preloaded {} transfers in {:.0} s",
+                args.growth_transfers,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        let pool = sqlx::PgPool::connect(&args.database_url).await?;
+        phase.transfers_in_ledger = sqlx::query_scalar("SELECT count(*) FROM ledger.transfers")
+            .fetch_one(&pool)
+            .await?;
+        pool.close().await;
+        let label = format!("{} transfers in the ledger", phase.transfers_in_ledger);
+        for round in 1..=args.rounds {
+            println!(
+                "xtask bench: growth, {label}, round {round}/{} (load {})",
+                args.rounds,
+                cpu::load_average()
+            );
+            phase.loads.push(cpu::load_average());
+            vacuum_accounts(&args.database_url).await?;
+            let window = cpu::start(ctx.pids.clone(), ctx.database.clone());
+            let t = load_json(
+                ctx.bin_dir,
+                args,
+                ctx.parties,
+                "grpc-direct",
+                "uniform",
+                false,
+            )
+            .await?;
+            let cpu = window.finish("client");
+            let ok = t["transfers_ok"].as_f64().unwrap_or(0.0);
+            phase.push("transfers/s", t["transfers_per_s"].as_f64().unwrap_or(0.0));
+            phase.push(
+                "transfer p99 ms",
+                t["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+            );
+            if ok > 0.0 {
+                for (group, key) in [
+                    (cpu::BACKENDS, "CPU ms per transfer, postgres backends"),
+                    ("transfers", "CPU ms per transfer, transfers service"),
+                ] {
+                    phase.push(key, cpu.get(group).copied().unwrap_or(0.0) / ok * 1000.0);
+                }
+            }
+            let r = load_json(
+                ctx.bin_dir,
+                args,
+                ctx.parties,
+                "grpc-direct",
+                "reads",
+                false,
+            )
+            .await?;
+            for rpc in ["GetTransfer", "ListEntries", "ListTransfers"] {
+                for p in ["p50", "p99"] {
+                    if let Some(v) = r["by_rpc"][rpc][p].as_f64() {
+                        phase.push(&format!("{rpc} {p} ms"), v);
+                    }
+                }
+            }
+            phase.push(
+                "reads/s (all three)",
+                r["transfers_per_s"].as_f64().unwrap_or(0.0),
+            );
+            phase.push("Reconcile ms", reconcile(ctx).await?);
+        }
+        phases.push((label, phase));
+    }
+    let report = report(args.rounds, &phases);
+    println!("\n{report}");
+    std::fs::write(work_dir.join("growth.md"), &report)?;
+    std::fs::write(
+        work_dir.join("growth.json"),
+        serde_json::to_vec_pretty(&phases)?,
+    )?;
+    Ok(())
+}
+
+/// Preloads `count` transfers in chunks, then VACUUM ANALYZE of the ledger tables (as autovacuum
+/// would have done over a history that long).
+async fn preload(ctx: &Ctx<'_>, count: u64) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&ctx.args.database_url)
+        .await?;
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut *conn)
+        .await?;
+    let mut done = 0;
+    while done < count {
+        let n = CHUNK.min(count - done);
+        let sql = scripts::growth(ctx.set, n)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await?;
+        done += n;
+        println!("  preloaded {done}/{count} (load {})", cpu::load_average());
+    }
+    sqlx::query("SET session_replication_role = origin")
+        .execute(&mut *conn)
+        .await?;
+    for table in ["ledger.transfers", "ledger.entries", "ledger.accounts"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM (ANALYZE) {table}")))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+fn report(rounds: usize, phases: &[(String, Phase)]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## Growth: {rounds} round(s) per ledger size (min / median / max)\n"
+    );
+    let _ = write!(s, "| metric |");
+    for (label, _) in phases {
+        let _ = write!(s, " {label} |");
+    }
+    let _ = writeln!(s, " large ÷ small (medians) |");
+    let _ = writeln!(s, "|---|{}---:|", "---:|".repeat(phases.len()));
+    let keys: Vec<String> = phases
+        .first()
+        .map(|(_, p)| p.metrics.keys().cloned().collect())
+        .unwrap_or_default();
+    for k in keys {
+        let _ = write!(s, "| {k} |");
+        let mut meds = Vec::new();
+        for (_, p) in phases {
+            let v = p.metrics.get(&k).cloned().unwrap_or_default();
+            let cell = if k.contains("ms") {
+                let mut sorted = v.clone();
+                sorted.sort_by(f64::total_cmp);
+                match sorted.len() {
+                    0 => "—".into(),
+                    n => format!(
+                        "{:.2} / {:.2} / {:.2}",
+                        sorted[0],
+                        sorted[n / 2],
+                        sorted[n - 1]
+                    ),
+                }
+            } else {
+                min_med_max(&v)
+            };
+            meds.push(median_of(&v));
+            let _ = write!(s, " {cell} |");
+        }
+        let ratio = match (
+            meds.first().copied().flatten(),
+            meds.last().copied().flatten(),
+        ) {
+            (Some(a), Some(b)) if a > 0.0 => format!("{:.2}", b / a),
+            _ => "—".into(),
+        };
+        let _ = writeln!(s, " {ratio} |");
+    }
+    for (label, p) in phases {
+        let _ = writeln!(
+            s,
+            "\n{label}: load average at each round {}{}",
+            p.loads.join("; "),
+            p.preload_secs
+                .map(|t| format!("; preload took {t:.0} s"))
+                .unwrap_or_default()
+        );
+    }
+    s
+}
