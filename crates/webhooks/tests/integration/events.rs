@@ -137,3 +137,102 @@ async fn a_relay_failing_between_publish_and_mark_republishes_the_same_event_id_
     assert_eq!(body["type"], "account.opened");
     assert_eq!(body["data"]["id"], ann);
 }
+
+#[tokio::test]
+async fn each_kind_of_ledger_change_has_its_event_type_in_the_order_of_the_changes() {
+    let app = App::start().await;
+    let system: i64 = sqlx::query_scalar("SELECT ledger.ensure_system_account('USD')")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let ann = app.open_account("ann").await;
+    let bob = app.open_account("bob").await;
+    let pool = &app.db.pool;
+    // the rows ledger.transfer_batch writes, by hand: a deposit, a withdrawal, a hold and its
+    // void, a transfer and its partial reversal
+    let deposit = insert_kind(&app, system, ann, 1_000, "deposit", "").await;
+    insert_kind(&app, ann, system, 100, "withdrawal", "").await;
+    let hold = insert_kind(&app, ann, bob, 50, "transfer", "hold").await;
+    insert_kind(&app, ann, bob, 50, "transfer", &format!("void:{hold}")).await;
+    let paid = app.transfer(ann, bob, 300).await;
+    insert_kind(&app, bob, ann, 100, "transfer", &format!("reverse:{paid}")).await;
+    sqlx::query(
+        "UPDATE ledger.accounts SET status = 'frozen', frozen_reason = 'test' WHERE id = $1",
+    )
+    .bind(bob)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE ledger.accounts SET status = 'active', frozen_reason = NULL WHERE id = $1")
+        .bind(bob)
+        .execute(pool)
+        .await
+        .unwrap();
+    // a balance change alone is no event
+    sqlx::query("UPDATE ledger.accounts SET balance = balance WHERE id = $1")
+        .bind(bob)
+        .execute(pool)
+        .await
+        .unwrap();
+    let expected = [
+        "account.opened",
+        "account.opened",
+        "deposit.posted",
+        "withdrawal.posted",
+        "hold.created",
+        "hold.voided",
+        "transfer.posted",
+        "transfer.reversed",
+        "account.frozen",
+        "account.unfrozen",
+    ];
+    app.eventually("every event is on the stream", || async {
+        stream(&app.redis).await.len() >= expected.len()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let entries = stream(&app.redis).await;
+    let types: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(types, expected, "the system account's opening is no event");
+    assert_eq!(entries[2].2["transfer"]["id"], deposit);
+    assert_eq!(entries[5].2["transfer"]["hold_id"], hold);
+    assert_eq!(entries[7].2["transfer"]["reverses_id"], paid);
+    assert_eq!(entries[8].2["account"]["frozen_reason"], "test");
+    assert!(
+        entries[8].2["account"].get("balance").is_none(),
+        "balances are not in account events"
+    );
+    for known in &types {
+        assert!(
+            ledger_model::events::EVENT_TYPES.contains(known),
+            "{known} is listed"
+        );
+    }
+}
+
+/// A ledger row of `kind`: `hold` (pending), `void:<hold id>` (ends it), `reverse:<id>`, or a
+/// posted one; with the creator columns the schema has.
+async fn insert_kind(app: &App, from: i64, to: i64, amount: i64, kind: &str, what: &str) -> i64 {
+    let (hold, status, hold_id, reverses) = match what.split_once(':') {
+        Some(("void", id)) => (false, "voided", id.parse::<i64>().ok(), None),
+        Some(("reverse", id)) => (false, "posted", None, id.parse::<i64>().ok()),
+        _ if what == "hold" => (true, "pending", None, None),
+        _ => (false, "posted", None, None),
+    };
+    sqlx::query_scalar(
+        "INSERT INTO ledger.transfers (from_account_id, to_account_id, amount, currency, kind,
+             created_by, created_by_id, hold, status, hold_id, reverses_id)
+         VALUES ($1, $2, $3, 'USD', $4, 'tester', gen_random_uuid(), $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(amount)
+    .bind(kind)
+    .bind(hold)
+    .bind(status)
+    .bind(hold_id)
+    .bind(reverses)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+}
