@@ -151,7 +151,7 @@ impl<'a> BatchArrays<'a> {
 /// named after the statement, never with parameters.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "ledger.transfer_batch", otel.kind = "client", db.system = "postgresql", batch_size = cmds.len()))]
 pub async fn apply_batch(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     cmds: &[&Command],
     max_transfer_amount: i64,
     lock_timeout_ms: Option<i32>,
@@ -179,7 +179,7 @@ pub async fn apply_batch(
     .bind(a.metadata)
     .bind(a.leg_counts)
     .bind(lock_timeout_ms)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
 }
 

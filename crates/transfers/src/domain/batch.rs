@@ -535,7 +535,10 @@ impl Executor {
     async fn call(&self, items: &[Pending]) -> Result<Vec<Answer>, LedgerError> {
         let cmds: Vec<&Command> = items.iter().map(|p| &p.cmd).collect();
         let lock_timeout_ms = Some(self.lock_timeout_ms(items));
-        let rows = store::apply_batch(&self.db, &cmds, self.max_transfer_amount, lock_timeout_ms)
+        // a connection first: failing to get one sends nothing, so it applied nothing (an
+        // answer of `database_unavailable`, not `outcome_unknown`)
+        let mut conn = self.db.acquire().await.map_err(LedgerError::NotConnected)?;
+        let rows = store::apply_batch(&mut conn, &cmds, self.max_transfer_amount, lock_timeout_ms)
             .await
             .map_err(LedgerError::from_db)?;
         // element (0-based) → (command, leg)

@@ -194,6 +194,11 @@ pub enum LedgerError {
     OutcomeUnknown,
     #[error(transparent)]
     Database(sqlx::Error),
+    /// No connection to the database could be had for the call (the pool timed out, or the
+    /// connect failed, e.g. while the pool's circuit breaker is open): nothing was sent, so
+    /// nothing was applied.
+    #[error("database_unavailable: {0}")]
+    NotConnected(sqlx::Error),
     /// The database answered something that breaks a ledger invariant.
     #[error("ledger invariant broken: {0}")]
     Invariant(String),
@@ -240,6 +245,7 @@ impl LedgerError {
                     || matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
             }
             Self::Conflict | Self::IdempotencyConflict | Self::AccountBusy => true,
+            Self::NotConnected(_) => true,
             _ => false,
         }
     }
@@ -256,6 +262,7 @@ impl LedgerError {
             Self::Unavailable => "ledger_unavailable",
             Self::OutcomeUnknown => "outcome_unknown",
             Self::Database(_) => "database_error",
+            Self::NotConnected(_) => "database_unavailable",
             Self::Invariant(_) => "invariant_broken",
         }
     }
@@ -310,6 +317,15 @@ impl From<LedgerError> for ApiError {
                  (send an idempotency key to retry safely)",
             ),
             LedgerError::Database(e) => ApiError::from(e),
+            LedgerError::NotConnected(e) => {
+                tracing::warn!(error = %e, "no database connection for a batch");
+                ApiError::unavailable(
+                    reason,
+                    "the database is unavailable; nothing was moved, retry later with the same \
+                     idempotency key",
+                )
+                .with_retry_after(1)
+            }
             LedgerError::Invariant(what) => ApiError::internal(what),
         }
     }

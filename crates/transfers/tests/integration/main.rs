@@ -4,6 +4,7 @@
 mod account_oracle;
 mod batching;
 mod concurrency;
+mod database_down;
 mod holds;
 mod identity;
 mod locked_rows;
