@@ -18,7 +18,9 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Listens on a free port of 127.0.0.1 and forwards to `target` (`host:port`).
     pub async fn start(target: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
         let port = listener.local_addr().expect("its address").port();
         let up = Arc::new(AtomicBool::new(true));
         let (cut, _) = tokio::sync::watch::channel(0u64);

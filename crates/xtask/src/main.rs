@@ -129,7 +129,14 @@ async fn up(release: bool) -> anyhow::Result<()> {
     for (name, _) in SERVICES {
         children.push((
             name,
-            spawn(name, &bin_dir, &keys_dir, &database_url(), "var/mail", &DEV_MESH_ENV)?,
+            spawn(
+                name,
+                &bin_dir,
+                &keys_dir,
+                &database_url(),
+                "var/mail",
+                &DEV_MESH_ENV,
+            )?,
         ));
     }
 
