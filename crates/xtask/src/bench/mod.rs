@@ -68,6 +68,15 @@ pub struct BenchArgs {
     /// Keep the bench database after the run (to inspect it); the next run drops it anyway.
     #[arg(long)]
     keep_database: bool,
+    /// Run only the scenarios whose name contains one of these (comma-separated or repeated),
+    /// e.g. `--only "grpc-direct hot"`.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Also run every scenario of a round with this many busy-loop processes beside it
+    /// (`sh -c 'while :; do :; done'`, nice 0, started before and killed after it): each
+    /// scenario then appears twice per round, plain and `+ hog N`, one right after the other.
+    #[arg(long, default_value_t = 0)]
+    hog: usize,
 }
 
 const BANKER: &str = "loadgen_banker";
@@ -366,6 +375,16 @@ struct Figure {
     /// /proc/loadavg before and after.
     load_before: String,
     load_after: String,
+    /// Backends of the bench database waiting for a lock (`pg_stat_activity.wait_event_type =
+    /// 'Lock'`), and those active, on average over samples every 100 ms.
+    lock_waiting: Option<f64>,
+    active: Option<f64>,
+    /// The transfers instance's `transfer_batch_failures_total` (a batch that ran out of lock
+    /// time or failed as a whole) and `transfer_batches_held_total` over the scenario.
+    batch_failures: Option<f64>,
+    batches_held: Option<f64>,
+    /// Busy-loop processes that ran beside it.
+    hog: usize,
 }
 
 impl Figure {
@@ -540,6 +559,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 /// the chart.
 async fn standard(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
     let args = ctx.args;
+    let plan = plan(args);
+    if plan.is_empty() {
+        bail!("--only {:?} matches no scenario", args.only);
+    }
+    let names: Vec<&'static str> = plan.iter().map(|(n, _, _)| *n).collect();
     let mut rounds: Vec<BTreeMap<&str, Figure>> = Vec::new();
     for round in 1..=args.rounds {
         println!(
@@ -548,10 +572,10 @@ async fn standard(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
             cpu::load_average()
         );
         let mut figures: BTreeMap<&str, Figure> = BTreeMap::new();
-        for (name, kind) in SCENARIOS {
-            let f = run_scenario(ctx, kind, &figures).await?;
+        for &(name, kind, hog) in &plan {
+            let f = run_scenario(ctx, kind, &figures, hog).await?;
             println!(
-                "  {name:<38} {:>9.0}/s{}  cpu ms/transfer: backends {:.3}, transfers {:.3}, client {:.3}  (load {} -> {})",
+                "  {name:<38} {:>9.0}/s{}  cpu ms/transfer: backends {:.3}, transfers {:.3}, client {:.3}  (load {} -> {}){}",
                 f.tps,
                 f.batch
                     .map(|b| format!(" ({b:.1}/call)"))
@@ -563,6 +587,14 @@ async fn standard(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
                 f.cpu_per_1000("client").unwrap_or(0.0),
                 f.load_before,
                 f.load_after,
+                match (f.lock_waiting, f.batch_failures) {
+                    (Some(w), Some(b)) => format!(
+                        "  lock waits {w:.2}, batch failures {b:.0}, held {:.0}",
+                        f.batches_held.unwrap_or(0.0)
+                    ),
+                    (Some(w), None) => format!("  lock waits {w:.2}"),
+                    _ => String::new(),
+                },
             );
             figures.insert(name, f);
         }
@@ -572,7 +604,7 @@ async fn standard(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
         rounds.push(figures);
     }
     let overhead = generator_overhead(ctx, &rounds).await?;
-    let report = report(args, &rounds, overhead);
+    let report = report(args, &names, &rounds, overhead);
     println!("\n{report}");
     std::fs::write(work_dir.join("report.md"), &report)?;
     std::fs::write(
@@ -587,9 +619,9 @@ async fn standard(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
         args.rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let rows: Vec<(String, Vec<f64>)> = SCENARIOS
+    let rows: Vec<(String, Vec<f64>)> = names
         .iter()
-        .map(|(name, _)| {
+        .map(|name| {
             (
                 (*name).to_owned(),
                 rounds
@@ -611,12 +643,86 @@ async fn standard(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The scenarios of this run in order: (name, kind, busy loops beside it); `--only` filters,
+/// `--hog N` adds a `+ hog N` run right after each.
+fn plan(args: &BenchArgs) -> Vec<(&'static str, Kind, usize)> {
+    let mut out = Vec::new();
+    for (name, kind) in SCENARIOS {
+        if !args.only.is_empty() && !args.only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
+        out.push((name, kind, 0));
+        if args.hog > 0 {
+            // names live for the whole run (the figures are keyed by them)
+            let hogged: &'static str =
+                Box::leak(format!("{name} + hog {}", args.hog).into_boxed_str());
+            out.push((hogged, kind, args.hog));
+        }
+    }
+    out
+}
+
+/// `n` busy-loop processes at nice 0, killed when the returned handles are dropped.
+fn start_hog(n: usize) -> anyhow::Result<Vec<tokio::process::Child>> {
+    (0..n)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("start a busy loop")
+        })
+        .collect()
+}
+
+async fn stop_hog(hog: Vec<tokio::process::Child>) {
+    for mut c in hog {
+        let _ = c.kill().await;
+    }
+}
+
+/// Samples `pg_stat_activity` of `database` every 100 ms until `stop` fires: (mean backends
+/// waiting for a lock, mean backends active), the sampler's own session excluded.
+async fn sample_locks(
+    url: String,
+    database: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Option<(f64, f64)> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .ok()?;
+    let (mut waiting, mut active, mut n) = (0i64, 0i64, 0u32);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        let row: Result<(i64, i64), _> = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'),
+                    count(*) FILTER (WHERE state = 'active')
+             FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&database)
+        .fetch_one(&mut conn)
+        .await;
+        if let Ok((w, a)) = row {
+            waiting += w;
+            active += a;
+            n += 1;
+        }
+    }
+    (n > 0).then(|| (waiting as f64 / n as f64, active as f64 / n as f64))
+}
+
 /// Runs one scenario with CPU accounting; `earlier`: this round's figures so far (the batch
-/// sizes the database limit uses).
+/// sizes the database limit uses); `hog`: busy loops to run beside it.
 async fn run_scenario(
     ctx: &Ctx<'_>,
     kind: Kind,
     earlier: &BTreeMap<&str, Figure>,
+    hog: usize,
 ) -> anyhow::Result<Figure> {
     let args = ctx.args;
     // Every scenario starts from the same table state: the hot account's dead row versions of
@@ -636,7 +742,14 @@ async fn run_scenario(
         Some(u) => batch_metrics(u).await,
         None => None,
     };
+    let hog_procs = start_hog(hog)?;
     let load_before = cpu::load_average();
+    let (stop_sampler, stopped) = tokio::sync::oneshot::channel();
+    let sampler = tokio::spawn(sample_locks(
+        args.database_url.clone(),
+        ctx.database.clone(),
+        stopped,
+    ));
     let window = cpu::start(ctx.pids.clone(), ctx.database.clone());
     let mut f = match kind {
         Kind::Loadgen { target, mode, hold } => {
@@ -665,6 +778,13 @@ async fn run_scenario(
         }
     };
     f.cpu = window.finish("client");
+    let _ = stop_sampler.send(());
+    if let Ok(Some((waiting, active))) = sampler.await {
+        f.lock_waiting = Some(waiting);
+        f.active = Some(active);
+    }
+    stop_hog(hog_procs).await;
+    f.hog = hog;
     f.load_before = load_before;
     f.load_after = cpu::load_average();
     if !matches!(kind, Kind::Loadgen { .. }) {
@@ -677,11 +797,14 @@ async fn run_scenario(
         f.tps = f.transfers / args.duration_secs as f64;
     }
     pool.close().await;
-    if let (Some(u), Some((s0, c0))) = (metrics_url, before)
-        && let Some((s1, c1)) = batch_metrics(u).await
-        && c1 > c0
+    if let (Some(u), Some(m0)) = (metrics_url, before)
+        && let Some(m1) = batch_metrics(u).await
     {
-        f.batch = Some((s1 - s0) / (c1 - c0));
+        if m1.count > m0.count {
+            f.batch = Some((m1.sum - m0.sum) / (m1.count - m0.count));
+        }
+        f.batch_failures = Some(m1.failures - m0.failures);
+        f.batches_held = Some(m1.held - m0.held);
     }
     Ok(f)
 }
@@ -711,8 +834,17 @@ async fn generator_overhead(
     Ok(f.latency_avg_ms.map(|ms| (size, ms)))
 }
 
-/// (sum, count) of the transfers service's `transfer_batch_size` histogram.
-async fn batch_metrics(url: &str) -> Option<(f64, f64)> {
+/// The batcher's figures from a transfers instance's `/metrics`.
+struct BatchMetrics {
+    /// `transfer_batch_size` histogram
+    sum: f64,
+    count: f64,
+    /// `transfer_batch_failures_total`, `transfer_batches_held_total` (0 until the first)
+    failures: f64,
+    held: f64,
+}
+
+async fn batch_metrics(url: &str) -> Option<BatchMetrics> {
     let text = http_get(url).await?;
     let value = |name: &str| {
         text.lines()
@@ -720,10 +852,13 @@ async fn batch_metrics(url: &str) -> Option<(f64, f64)> {
             .and_then(|l| l.split_whitespace().last())
             .and_then(|v| v.parse::<f64>().ok())
     };
-    Some((
-        value("transfer_batch_size_sum")?,
-        value("transfer_batch_size_count")?,
-    ))
+    Some(BatchMetrics {
+        // an instance that formed no batch yet has no histogram
+        sum: value("transfer_batch_size_sum").unwrap_or(0.0),
+        count: value("transfer_batch_size_count").unwrap_or(0.0),
+        failures: value("transfer_batch_failures_total").unwrap_or(0.0),
+        held: value("transfer_batches_held_total").unwrap_or(0.0),
+    })
 }
 
 /// A minimal HTTP/1.1 GET: the body of a 200 answer.
@@ -1042,6 +1177,7 @@ const CPU_COLUMNS: [&str; 8] = [
 
 fn report(
     args: &BenchArgs,
+    names: &[&str],
     rounds: &[BTreeMap<&str, Figure>],
     overhead: Option<(usize, f64)>,
 ) -> String {
@@ -1072,7 +1208,7 @@ fn report(
         let _ = write!(s, "---:|");
     }
     let _ = writeln!(s, "---:|---:|---:|");
-    for (name, _) in SCENARIOS {
+    for &name in names {
         let tps = per(name, &|f| Some(f.tps));
         let _ = write!(s, "| {name} |");
         for v in &tps {
@@ -1082,12 +1218,30 @@ fn report(
         let batch = median_of(&per(name, &|f| f.batch)).map_or("—".into(), |v| format!("{v:.1}"));
         let _ = writeln!(s, " {} | {p99} | {batch} |", min_med_max(&tps));
     }
-    let _ = writeln!(
-        s,
-        "\n| ratio (each within its round) | min / median / max |"
-    );
-    let _ = writeln!(s, "|---|---:|");
-    for (label, a, b) in RATIOS {
+    let _ = write!(s, "\n| ratio (each within its round) |");
+    for i in 1..=rounds.len() {
+        let _ = write!(s, " round {i} |");
+    }
+    let _ = writeln!(s, " min / median / max |");
+    let _ = write!(s, "|---|");
+    for _ in rounds {
+        let _ = write!(s, "---:|");
+    }
+    let _ = writeln!(s, "---:|");
+    // the issue's ratios, then each scenario beside a hog ÷ the same scenario without
+    let hogged: Vec<(String, &str, &str)> = names
+        .iter()
+        .filter_map(|n| {
+            let (plain, _) = n.split_once(" + hog ")?;
+            let plain = names.iter().copied().find(|p| *p == plain)?;
+            Some((format!("{n} ÷ without"), *n, plain))
+        })
+        .collect();
+    let ratios = RATIOS
+        .iter()
+        .map(|(l, a, b)| ((*l).to_owned(), *a, *b))
+        .chain(hogged);
+    for (label, a, b) in ratios {
         let v: Vec<f64> = rounds
             .iter()
             .filter_map(|r| {
@@ -1095,7 +1249,39 @@ fn report(
                 (y > 0.0).then(|| x / y)
             })
             .collect();
-        let _ = writeln!(s, "| {label} | {} |", ratio_cell(&v));
+        if v.is_empty() {
+            continue;
+        }
+        let _ = write!(s, "| {label} |");
+        for x in &v {
+            let _ = write!(s, " {x:.2} |");
+        }
+        let _ = writeln!(s, " {} |", ratio_cell(&v));
+    }
+    let _ = writeln!(
+        s,
+        "\nThe batcher and the database's lock waits, median over the rounds (lock waits: backends of the \
+         bench database waiting for a lock, mean of samples every 100 ms; failures: batches that ran out of \
+         lock time or failed whole; held: batches held back while conflicting):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| scenario | transfers per call | lock waits | active backends | batch failures | batches held |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    for &name in names {
+        let cell = |f: &dyn Fn(&Figure) -> Option<f64>, digits: usize| {
+            median_of(&per(name, f)).map_or("—".into(), |v| format!("{v:.digits$}"))
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} |",
+            cell(&|f| f.batch, 1),
+            cell(&|f| f.lock_waiting, 2),
+            cell(&|f| f.active, 2),
+            cell(&|f| f.batch_failures, 0),
+            cell(&|f| f.batches_held, 0),
+        );
     }
     let _ = writeln!(
         s,
@@ -1112,7 +1298,7 @@ fn report(
         let _ = write!(s, "---:|");
     }
     let _ = writeln!(s);
-    for (name, _) in SCENARIOS {
+    for &name in names {
         let _ = write!(s, "| {name} |");
         for c in CPU_COLUMNS {
             let v = median_of(&per(name, &|f| {
@@ -1140,9 +1326,9 @@ fn report(
         "\nLoad average (1/5/15 min) before each scenario, by round:\n"
     );
     for (i, r) in rounds.iter().enumerate() {
-        let loads: Vec<String> = SCENARIOS
+        let loads: Vec<String> = names
             .iter()
-            .filter_map(|(n, _)| {
+            .filter_map(|n| {
                 r.get(n)
                     .map(|f| f.load_before.split(' ').next().unwrap_or("").to_owned())
             })
