@@ -101,6 +101,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
                         &cfg.trusted_proxies,
                         shutdown.clone(),
                         grace,
+                        Duration::from_millis(cfg.server.shutdown_delay_ms),
                     )
                     .await,
                 )
@@ -309,6 +310,7 @@ async fn serve_http(
     trusted_proxies: &[ipnet::IpNet],
     shutdown: Shutdown,
     grace: Duration,
+    delay: Duration,
 ) -> anyhow::Result<()> {
     use hyper_util::{
         rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -335,9 +337,12 @@ async fn serve_http(
         .max_concurrent_streams(limits.max_streams_per_connection);
     let per_ip = ConnectionsPerIp::new(limits.max_connections_per_ip);
     let connections = GracefulShutdown::new();
+    // after SIGTERM, new connections are still served for `delay` (server.shutdown_delay_ms)
+    let stop_accepting = shutdown.stop_accepting(delay);
+    tokio::pin!(stop_accepting);
     loop {
         let (stream, peer) = tokio::select! {
-            () = shutdown.wait() => break,
+            () = &mut stop_accepting => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {

@@ -89,6 +89,10 @@ pub struct ServerConfig {
     pub concurrency_limit_per_connection: usize,
     /// How long in-flight calls may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// After SIGTERM, how long the servers keep accepting new calls while health says NOT_SERVING
+    /// (and `/readyz` 503), so load balancers move away before the listener closes (0..=60_000,
+    /// below the grace, which it counts in). A shutdown begun in process (a test) skips it.
+    pub shutdown_delay_ms: u64,
     /// How often the readiness checks (database, Redis) run to set the gRPC health status.
     pub health_check_interval_ms: u64,
     /// The secret the edge gateway sends in `x-gateway-secret` to vouch for the client facts it
@@ -127,6 +131,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 10_000,
             concurrency_limit_per_connection: 256,
             shutdown_grace_secs: 10,
+            shutdown_delay_ms: 1_500,
             health_check_interval_ms: 1_000,
             gateway_secret: None,
         }

@@ -21,7 +21,9 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
 
 /// Serves `routes` on `listener` until `shutdown` fires, then stops accepting and lets in-flight
 /// calls finish within `cfg.shutdown_grace_secs`. `service_names` are reported SERVING by health
-/// and listed by reflection.
+/// and listed by reflection. After a signal (SIGTERM) health says NOT_SERVING at once while the
+/// listener keeps serving for `cfg.shutdown_delay_ms`, so load balancers move away before it
+/// closes; the delay counts in the grace.
 pub async fn serve(
     cfg: &ServerConfig,
     listener: TcpListener,
@@ -58,6 +60,7 @@ pub async fn serve_with_readiness(
         cfg.health_check_interval_ms,
         100..=60_000,
     )?;
+    let delay = shutdown_delay(cfg)?;
     let (reporter, health) = tonic_health::server::health_reporter();
     // "" is the whole server (what `grpc_health_probe` and Kubernetes ask without a service)
     let names: Vec<String> = std::iter::once(String::new())
@@ -139,6 +142,10 @@ pub async fn serve_with_readiness(
                 reporter
                     .set_service_status("grpc.health.v1.Health", ServingStatus::NotServing)
                     .await;
+                // after SIGTERM: still serving (new connections, new calls) while the load
+                // balancers see NOT_SERVING and take this process out; then GOAWAY and the drain
+                stop.stop_accepting(delay).await;
+                tracing::info!("gRPC server stops accepting; draining the calls in flight");
             },
         );
     let mut result = Ok(());
@@ -153,6 +160,25 @@ pub async fn serve_with_readiness(
     }
     tracing::info!(%addr, "gRPC server stopped");
     Ok(())
+}
+
+/// `server.shutdown_delay_ms`, checked: at most 60 s and shorter than the grace it counts in.
+pub fn shutdown_delay(cfg: &ServerConfig) -> anyhow::Result<Duration> {
+    crate::config::ensure_in_range(
+        "server.shutdown_delay_ms",
+        cfg.shutdown_delay_ms,
+        0..=60_000,
+    )?;
+    let delay = Duration::from_millis(cfg.shutdown_delay_ms);
+    let grace = Duration::from_secs(cfg.shutdown_grace_secs);
+    anyhow::ensure!(
+        delay.is_zero() || delay < grace,
+        "server.shutdown_delay_ms ({} ms) must be shorter than server.shutdown_grace_secs ({} s), \
+         which it counts in",
+        cfg.shutdown_delay_ms,
+        cfg.shutdown_grace_secs
+    );
+    Ok(delay)
 }
 
 async fn set_all(reporter: &HealthReporter, names: &[String], status: ServingStatus) {

@@ -1,6 +1,12 @@
 //! Graceful shutdown: one token every task watches; SIGTERM/SIGINT cancel it.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 
@@ -8,6 +14,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Default, Debug)]
 pub struct Shutdown {
     token: CancellationToken,
+    /// Set when the shutdown came from outside (SIGTERM, SIGINT, or [`Shutdown::signal`]): the
+    /// servers then keep accepting for `server.shutdown_delay_ms` while health says NOT_SERVING,
+    /// so load balancers move away first (see [`Shutdown::stop_accepting`]).
+    signalled: Arc<AtomicBool>,
 }
 
 impl Shutdown {
@@ -22,14 +32,41 @@ impl Shutdown {
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown signal received; draining");
-            trigger.trigger();
+            trigger.signal();
         });
         s
     }
 
-    /// Starts the shutdown.
+    /// Starts the shutdown at once: the servers stop accepting without a delay (a test, or one
+    /// server of the process failing, which no load balancer needs time to notice).
     pub fn trigger(&self) {
         self.token.cancel();
+    }
+
+    /// Starts the shutdown as SIGTERM does: health NOT_SERVING and `/readyz` 503 at once, new
+    /// calls still taken for `server.shutdown_delay_ms`, then the drain.
+    pub fn signal(&self) {
+        self.signalled.store(true, Ordering::SeqCst);
+        self.token.cancel();
+    }
+
+    /// Whether the shutdown came from [`Shutdown::signal`] (SIGTERM).
+    pub fn is_signalled(&self) -> bool {
+        self.signalled.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when a server should stop accepting: `delay` after a signal (the listener keeps
+    /// serving meanwhile, so calls still routed here are served while load balancers see health
+    /// NOT_SERVING and move away), at once after [`Shutdown::trigger`].
+    pub async fn stop_accepting(&self, delay: Duration) {
+        self.wait().await;
+        if self.is_signalled() && !delay.is_zero() {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "still accepting while load balancers move away"
+            );
+            tokio::time::sleep(delay).await;
+        }
     }
 
     pub fn is_triggered(&self) -> bool {

@@ -1,5 +1,6 @@
 //! The gateway under faults: SIGTERM drains both doors (the gateway binary in a process of its
-//! own), and an upstream lost mid-call is an honest 503 `outcome_unknown`, never a 500.
+//! own; they keep serving for `server.shutdown_delay_ms` first), and an upstream lost mid-call is
+//! an honest 503 `outcome_unknown`, never a 500.
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use crate::Echo;
 
 /// How long the upstream takes with a `drain…` login: the calls are in hand at the signal.
 pub const UPSTREAM_TAKES: Duration = Duration::from_millis(800);
+
+/// The gateway's `server.shutdown_delay_ms`: after SIGTERM both doors keep serving this long.
+const DELAY: Duration = Duration::from_millis(1_000);
 
 const SECRET: &str = "gateway-test-secret";
 
@@ -62,6 +66,10 @@ async fn gateway_process(
         ("EDGE_GATEWAY_RATE_LIMIT__PER_IP_PER_MINUTE", "0".to_owned()),
         ("EDGE_GATEWAY_SERVER__GATEWAY_SECRET", SECRET.to_owned()),
         ("EDGE_GATEWAY_SERVER__SHUTDOWN_GRACE_SECS", "10".to_owned()),
+        (
+            "EDGE_GATEWAY_SERVER__SHUTDOWN_DELAY_MS",
+            DELAY.as_millis().to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -109,9 +117,34 @@ async fn sigterm_answers_every_http_and_grpc_call_in_hand_before_exiting() {
     // every call has reached the upstream, which holds it UPSTREAM_TAKES
     tokio::time::sleep(UPSTREAM_TAKES / 4).await;
     gateway.sigterm();
+    let signalled = std::time::Instant::now();
     tokio::time::sleep(UPSTREAM_TAKES / 4).await;
     let readyz = test_support::http_status(admin, "/readyz").await;
+    // during the delay a new client (a new connection) is still served, over both doors
+    let during_http = reqwest::Client::new()
+        .post(format!("http://{http}/v1/sessions"))
+        .json(&json!({"username": "during", "password": "right"}))
+        .send();
+    let during_grpc = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        pb::auth_service_client::AuthServiceClient::new(channel)
+            .login_user(pb::LoginUserRequest {
+                username: "during".into(),
+                password: "right".into(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{:?} {}", e.code(), e.message()))
+    };
+    let (during_http, during_grpc) = tokio::join!(during_http, during_grpc);
+    tokio::time::sleep((DELAY + Duration::from_millis(200)).saturating_sub(signalled.elapsed()))
+        .await;
     let new_connection = tokio::net::TcpStream::connect(http).await;
+    let new_grpc_connection = tokio::net::TcpStream::connect(grpc).await;
     let http_answers = join_all(over_http).await;
     let grpc_answers = join_all(over_grpc).await;
     let ended = gateway.wait(Duration::from_secs(15)).await;
@@ -138,9 +171,17 @@ async fn sigterm_answers_every_http_and_grpc_call_in_hand_before_exiting() {
         Some(503),
         "the admin port says the gateway is leaving"
     );
+    assert_eq!(
+        during_http
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string()),
+        Ok(200),
+        "a new HTTP client during the delay"
+    );
+    assert_eq!(during_grpc, Ok(()), "a new gRPC client during the delay");
     assert!(
-        new_connection.is_err(),
-        "no new connections during the drain"
+        new_connection.is_err() && new_grpc_connection.is_err(),
+        "no new connections once the delay is over"
     );
 }
 

@@ -157,6 +157,152 @@ async fn shutdown_lets_an_in_flight_call_finish() {
     );
 }
 
+/// How long the listener keeps serving after the signal (`server.shutdown_delay_ms`).
+const DELAY: Duration = Duration::from_millis(1_200);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_health_says_not_serving_while_new_calls_are_served_for_the_delay() {
+    let svc = test_support::spawn(|listeners, shutdown| async move {
+        let cfg = ServerConfig {
+            shutdown_grace_secs: 5,
+            shutdown_delay_ms: DELAY.as_millis() as u64,
+            ..ServerConfig::default()
+        };
+        platform::serve_all(
+            &cfg,
+            listeners,
+            tonic::service::Routes::new(AuthServiceServer::new(Slow)),
+            &[proto::service_names::AUTH],
+            platform::http::Readiness::new(),
+            shutdown,
+        )
+        .await
+    })
+    .await;
+    let addr = svc.grpc_addr;
+    let call = |username: &'static str, channel: tonic::transport::Channel| {
+        tokio::spawn(async move {
+            AuthServiceClient::new(channel)
+                .create_user(CreateUserRequest {
+                    username: username.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().user.unwrap().username)
+                .map_err(|e| format!("{:?} {}", e.code(), e.message()))
+        })
+    };
+    let before = call("before", test_support::channel(addr).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let signalled = std::time::Instant::now();
+    svc.shutdown.signal(); // what SIGTERM does
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut health = HealthClient::new(test_support::channel(addr).await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers during the delay")
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        ServingStatus::NotServing as i32,
+        "health after the signal"
+    );
+    let readyz = test_support::http_status(svc.http_addr, "/readyz").await;
+    assert_eq!(readyz, Some(503), "/readyz after the signal");
+    // a new connection and a new call, still served
+    let during = call("during", test_support::channel(addr).await);
+    // one more near the end of the delay, on a connection opened during it: in flight when the
+    // listener closes, it is drained
+    let late = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("a new connection during the delay");
+    tokio::time::sleep(DELAY.saturating_sub(signalled.elapsed() + Duration::from_millis(150)))
+        .await;
+    let last = call("last", late);
+
+    tokio::time::sleep((DELAY + Duration::from_millis(150)).saturating_sub(signalled.elapsed()))
+        .await;
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(
+        refused.is_err(),
+        "no new connections once the delay is over"
+    );
+    svc.handle.await.unwrap().expect("the server stops cleanly");
+    let stopped = signalled.elapsed();
+    for (name, answer) in [("before", before), ("during", during), ("last", last)] {
+        assert_eq!(
+            answer.await.unwrap().as_deref(),
+            Ok(name),
+            "the call {name}"
+        );
+    }
+    // `last` began about 150 ms before the delay ended and takes 500 ms
+    assert!(
+        stopped >= DELAY + Duration::from_millis(300) && stopped < Duration::from_secs(5),
+        "stops once the calls in flight finished, within the grace: {stopped:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_shutdown_begun_in_process_skips_the_delay() {
+    let svc = test_support::spawn(|listeners, shutdown| async move {
+        let cfg = ServerConfig {
+            shutdown_delay_ms: 3_000,
+            ..ServerConfig::default()
+        };
+        platform::serve_all(
+            &cfg,
+            listeners,
+            tonic::service::Routes::new(AuthServiceServer::new(Slow)),
+            &[proto::service_names::AUTH],
+            platform::http::Readiness::new(),
+            shutdown,
+        )
+        .await
+    })
+    .await;
+    let started = std::time::Instant::now();
+    svc.stop().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_delay_not_shorter_than_the_grace_is_refused() {
+    let svc = test_support::spawn(|listeners, shutdown| async move {
+        let cfg = ServerConfig {
+            shutdown_grace_secs: 2,
+            shutdown_delay_ms: 2_000,
+            ..ServerConfig::default()
+        };
+        platform::serve_all(
+            &cfg,
+            listeners,
+            tonic::service::Routes::new(AuthServiceServer::new(Slow)),
+            &[proto::service_names::AUTH],
+            platform::http::Readiness::new(),
+            shutdown,
+        )
+        .await
+    })
+    .await;
+    let err = svc.handle.await.unwrap().unwrap_err();
+    assert!(
+        format!("{err:#}").contains("server.shutdown_delay_ms"),
+        "{err:#}"
+    );
+}
+
 #[tokio::test]
 async fn side_port_serves_health_and_metrics() {
     let svc = test_support::spawn(start()).await;
