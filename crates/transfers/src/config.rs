@@ -26,6 +26,7 @@ pub struct Config {
     pub holds: HoldsConfig,
     pub metadata: MetadataConfig,
     pub transactions: TransactionsConfig,
+    pub bulk: BulkConfig,
 }
 
 /// What a client may attach to a money movement (like Stripe's metadata limits).
@@ -64,6 +65,23 @@ pub struct TransactionsConfig {
 impl Default for TransactionsConfig {
     fn default() -> Self {
         Self { max_legs: 10 }
+    }
+}
+
+/// Bulk transfers (CreateTransfers): many independent transfers in one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BulkConfig {
+    /// Most items in one CreateTransfers request (1..=10_000); more, or none, is INVALID_ARGUMENT
+    /// `bulk_items_out_of_range`. Every item waits in the batcher's queue at once: keep it well
+    /// below `batch.queue_capacity` (items that find the queue full are answered
+    /// `transfer_queue_full` alone).
+    pub max_items: usize,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        Self { max_items: 1_000 }
     }
 }
 
@@ -179,6 +197,7 @@ impl Default for Config {
             holds: HoldsConfig::default(),
             metadata: MetadataConfig::default(),
             transactions: TransactionsConfig::default(),
+            bulk: BulkConfig::default(),
         }
     }
 }
@@ -235,6 +254,7 @@ impl Validate for Config {
             self.transactions.max_legs,
             2..=100,
         )?;
+        platform::config::ensure_in_range("bulk.max_items", self.bulk.max_items, 1..=10_000)?;
         let b = &self.batch;
         anyhow::ensure!(
             (1..=1_000).contains(&b.max_size),
@@ -275,5 +295,18 @@ mod tests {
         assert!(with(|b| b.max_in_flight = 0).is_err());
         assert!(with(|b| b.window_us = 0).is_ok());
         assert!(with(|b| b.enabled = false).is_ok());
+    }
+
+    #[test]
+    fn bulk_max_items_out_of_bounds_is_refused() {
+        let with = |max_items| {
+            let mut cfg = Config::default();
+            cfg.bulk.max_items = max_items;
+            cfg.validate()
+        };
+        assert!(with(0).is_err());
+        assert!(with(10_001).is_err());
+        assert!(with(1).is_ok());
+        assert!(with(10_000).is_ok());
     }
 }

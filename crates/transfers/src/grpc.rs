@@ -7,12 +7,13 @@ use chrono::{DateTime, Utc};
 use platform::{ApiError, Caller, caller::RpcResult, token::TokenMaker};
 use proto::timestamp;
 use proto::transfers::v1::{
-    Balance, CreateTransactionRequest, CreateTransferRequest, CurrencyTotal, DepositRequest, Entry,
-    GetBalanceRequest, GetTransactionRequest, GetTransferRequest, ListEntriesRequest,
-    ListEntriesResponse, ListTransfersRequest, ListTransfersResponse, PostTransferRequest,
-    ReconcileRequest, ReconcileResponse, ReverseTransferRequest, Transaction, TransactionResult,
-    Transfer, TransferKind, TransferResult, TransferStatus, VoidTransferRequest, WithdrawRequest,
-    transfers_service_server::TransfersService,
+    Balance, BulkTransferResult, CreateTransactionRequest, CreateTransferRequest,
+    CreateTransfersRequest, CreateTransfersResponse, CurrencyTotal, DepositRequest, Entry,
+    FieldViolation, GetBalanceRequest, GetTransactionRequest, GetTransferRequest, ItemError,
+    ListEntriesRequest, ListEntriesResponse, ListTransfersRequest, ListTransfersResponse,
+    PostTransferRequest, ReconcileRequest, ReconcileResponse, ReverseTransferRequest, Transaction,
+    TransactionResult, Transfer, TransferKind, TransferResult, TransferStatus, VoidTransferRequest,
+    WithdrawRequest, bulk_transfer_result, transfers_service_server::TransfersService,
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -46,6 +47,8 @@ pub struct TransfersApi {
     pub metadata_limits: MetadataConfig,
     /// Most legs of a multi-leg transaction.
     pub max_legs: usize,
+    /// Most items of one CreateTransfers request.
+    pub max_bulk_items: usize,
 }
 
 impl TransfersApi {
@@ -206,6 +209,18 @@ impl TransfersApi {
     ) -> Result<Command, ApiError> {
         let caller = self.spender(request)?;
         let req = request.get_ref();
+        let key = platform::caller::idempotency_key(request.metadata(), &req.request_id);
+        self.transfer_command(&caller, req, key)
+    }
+
+    /// A transfer or hold of `caller`, checked in the order CreateTransfer always has (the
+    /// idempotency key's own error after the accounts, amount and currency).
+    fn transfer_command(
+        &self,
+        caller: &Caller,
+        req: &CreateTransferRequest,
+        key: Result<Option<String>, ApiError>,
+    ) -> Result<Command, ApiError> {
         let from = AccountId::parse(req.from_account_id, "from_account_id")?;
         let to = AccountId::parse(req.to_account_id, "to_account_id")?;
         if from == to {
@@ -237,14 +252,113 @@ impl TransfersApi {
         Ok(Command {
             as_banker: caller.is_banker(),
             user_id: caller.user_id,
-            username: caller.username,
+            username: caller.username.clone(),
             op,
-            idempotency_key: platform::caller::idempotency_key(
-                request.metadata(),
-                &req.request_id,
-            )?,
+            idempotency_key: key?,
             memo: self.memo(&req.description, &req.metadata)?,
         })
+    }
+
+    /// The request-wide checks of a bulk request (the caller, the item count, one distinct
+    /// `request_id` per item, no `idempotency-key` metadata), then each item parsed on its own:
+    /// its command with its key, or the error CreateTransfer would answer for it alone.
+    #[allow(clippy::type_complexity)]
+    fn parse_bulk(
+        &self,
+        request: &Request<CreateTransfersRequest>,
+    ) -> Result<Vec<(String, Result<Command, ApiError>)>, ApiError> {
+        let caller = self.spender(request)?;
+        if request
+            .metadata()
+            .contains_key(platform::caller::IDEMPOTENCY_KEY)
+        {
+            return Err(ApiError::invalid_field(
+                "idempotency-key",
+                "not used by a bulk request: give each item its own request_id",
+            ));
+        }
+        let items = &request.get_ref().items;
+        if items.is_empty() || items.len() > self.max_bulk_items {
+            return Err(ApiError::new(
+                tonic::Code::InvalidArgument,
+                "bulk_items_out_of_range",
+                format!(
+                    "a bulk request carries 1 to {} items, not {}",
+                    self.max_bulk_items,
+                    items.len()
+                ),
+            )
+            .with_violation("items", format!("1 to {} items", self.max_bulk_items)));
+        }
+        let no_metadata = tonic::metadata::MetadataMap::new();
+        let mut missing = Vec::new();
+        let mut first_of: HashMap<String, usize> = HashMap::with_capacity(items.len());
+        let mut duplicates = Vec::new();
+        let keys: Vec<Result<Option<String>, ApiError>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let key = platform::caller::idempotency_key(&no_metadata, &item.request_id);
+                match &key {
+                    Ok(None) => missing.push(i),
+                    Ok(Some(k)) => {
+                        if let Some(first) = first_of.get(k) {
+                            duplicates.push((i, *first));
+                        } else {
+                            first_of.insert(k.clone(), i);
+                        }
+                    }
+                    Err(_) => {}
+                }
+                key
+            })
+            .collect();
+        if !missing.is_empty() {
+            let mut e = ApiError::new(
+                tonic::Code::InvalidArgument,
+                "request_id_required",
+                format!(
+                    "every item of a bulk request needs its own request_id (its idempotency \
+                     key); {} have none",
+                    missing.len()
+                ),
+            );
+            for i in missing {
+                e = e.with_violation(&format!("items[{i}].request_id"), "required");
+            }
+            return Err(e);
+        }
+        if !duplicates.is_empty() {
+            let mut e = ApiError::new(
+                tonic::Code::InvalidArgument,
+                "duplicate_request_id",
+                format!(
+                    "each item of a bulk request needs a request_id of its own; {} repeat an \
+                     earlier item's",
+                    duplicates.len()
+                ),
+            );
+            for (i, first) in duplicates {
+                e = e.with_violation(
+                    &format!("items[{i}].request_id"),
+                    format!("the same as items[{first}].request_id"),
+                );
+            }
+            return Err(e);
+        }
+        Ok(items
+            .iter()
+            .zip(keys)
+            .enumerate()
+            .map(|(i, (item, key))| {
+                let key = key.map_err(|e| rename_key_field(e, i));
+                let shown = key.as_ref().ok().cloned().flatten().unwrap_or_default();
+                let cmd = self
+                    .transfer_command(&caller, item, key)
+                    .map_err(|e| item_fields(e, i));
+                (shown, cmd)
+            })
+            .collect())
     }
 
     /// When a hold asking for `timeout_secs` expires (`None`: never).
@@ -339,6 +453,55 @@ impl TransfersService for TransfersApi {
             "transfer"
         };
         self.apply(operation, self.parse_transfer(&request)).await
+    }
+
+    async fn create_transfers(
+        &self,
+        request: Request<CreateTransfersRequest>,
+    ) -> RpcResult<CreateTransfersResponse> {
+        let items = self
+            .parse_bulk(&request)
+            .inspect_err(|e| movement::record_refusal("bulk", e.reason))?;
+        metrics::histogram!("transfer_bulk_items").record(items.len() as f64);
+        let deadline = std::time::Instant::now() + self.request_timeout;
+        // every item is queued at once (in the order of the request), so the batcher takes them
+        // into as few batches as `batch.max_size` allows
+        let answers = futures::future::join_all(items.into_iter().map(|(request_id, cmd)| {
+            let operation = match &cmd {
+                Ok(Command {
+                    op: Operation::Hold { .. },
+                    ..
+                }) => "hold",
+                _ => "transfer",
+            };
+            async move {
+                let outcome = match cmd {
+                    Ok(cmd) => self
+                        .ledger
+                        .apply(cmd, Some(deadline))
+                        .await
+                        .map_err(ApiError::from),
+                    Err(e) => {
+                        movement::record_refusal(operation, e.reason);
+                        Err(e)
+                    }
+                };
+                (request_id, outcome)
+            }
+        }))
+        .await;
+        let results = answers
+            .into_iter()
+            .enumerate()
+            .map(|(i, (request_id, outcome))| BulkTransferResult {
+                request_id,
+                outcome: Some(match outcome {
+                    Ok(o) => bulk_transfer_result::Outcome::Result(result_to_proto(o)),
+                    Err(e) => bulk_transfer_result::Outcome::Error(item_error(item_fields(e, i))),
+                }),
+            })
+            .collect();
+        Ok(Response::new(CreateTransfersResponse { results }))
     }
 
     async fn get_transfer(&self, request: Request<GetTransferRequest>) -> RpcResult<Transfer> {
@@ -538,7 +701,55 @@ impl TransfersService for TransfersApi {
             transactions_checked: report.transactions_checked,
             reversals_checked: report.reversals_checked,
             violations: report.violations,
+            entries_checked: report.entries_checked,
+            entry_watermark: report.entry_watermark,
+            checkpoint_advanced: report.checkpoint_advanced,
         }))
+    }
+}
+
+/// The field paths of item `i`'s error made paths of the bulk request (`amount` →
+/// `items[3].amount`); those already named from the request are left.
+fn item_fields(mut e: ApiError, i: usize) -> ApiError {
+    let prefix = format!("items[{i}].");
+    for v in &mut e.field_violations {
+        if !v.field.starts_with("items[") {
+            v.field = format!("{prefix}{}", v.field);
+        }
+    }
+    e
+}
+
+/// An item's key error names the item's `request_id` (there is no `idempotency-key` metadata per
+/// item).
+fn rename_key_field(mut e: ApiError, i: usize) -> ApiError {
+    for v in &mut e.field_violations {
+        if v.field == platform::caller::IDEMPOTENCY_KEY || v.field == "request_id" {
+            v.field = format!("items[{i}].request_id");
+        }
+    }
+    e.message = e
+        .message
+        .replacen(platform::caller::IDEMPOTENCY_KEY, "request_id", 1);
+    e
+}
+
+fn item_error(e: ApiError) -> ItemError {
+    ItemError {
+        code: e.code as i32,
+        reason: e.reason.to_owned(),
+        message: e.message,
+        field_violations: e
+            .field_violations
+            .into_iter()
+            .map(|v| FieldViolation {
+                field: v.field,
+                description: v.description,
+            })
+            .collect(),
+        retry_after_secs: e
+            .retry_after_secs
+            .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX)),
     }
 }
 

@@ -53,6 +53,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         max_hold_timeout: Duration::from_secs(cfg.holds.max_timeout_secs),
         metadata_limits: cfg.metadata.clone(),
         max_legs: cfg.transactions.max_legs,
+        max_bulk_items: cfg.bulk.max_items,
     };
     let routes = tonic::service::Routes::new(TransfersServiceServer::new(api));
     let readiness = Readiness::new().postgres(db.clone());

@@ -3,6 +3,7 @@
 
 mod account_oracle;
 mod batching;
+mod bulk;
 mod concurrency;
 mod database_down;
 mod holds;
