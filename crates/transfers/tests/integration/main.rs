@@ -2,6 +2,7 @@
 //! PostgreSQL (a fresh database per test). Helpers in `support/`.
 
 mod account_oracle;
+mod batch_outbox;
 mod batching;
 mod bulk;
 mod concurrency;
