@@ -580,7 +580,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 async fn reconcile(gw: Channel, banker: &str) -> anyhow::Result<(bool, Vec<String>, Duration)> {
     let t0 = Instant::now();
     let r = TransfersServiceClient::new(gw)
-        .reconcile(bearer(ReconcileRequest {}, banker))
+        .reconcile(bearer(ReconcileRequest::default(), banker))
         .await?
         .into_inner();
     Ok((r.ok, r.violations, t0.elapsed()))

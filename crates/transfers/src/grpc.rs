@@ -680,7 +680,14 @@ impl TransfersService for TransfersApi {
     async fn reconcile(&self, request: Request<ReconcileRequest>) -> RpcResult<ReconcileResponse> {
         let caller = self.caller(&request)?;
         caller.require_banker()?;
-        let report = reconcile::run(&self.db).await.map_err(ApiError::from)?;
+        let mode = if request.get_ref().full {
+            reconcile::Mode::Full
+        } else {
+            reconcile::Mode::Incremental
+        };
+        let report = reconcile::run(&self.db, mode)
+            .await
+            .map_err(ApiError::from)?;
         if !report.ok() {
             tracing::error!(violations = ?report.violations, "reconcile found violations");
         }
@@ -701,6 +708,7 @@ impl TransfersService for TransfersApi {
             transactions_checked: report.transactions_checked,
             reversals_checked: report.reversals_checked,
             violations: report.violations,
+            full: report.full,
             entries_checked: report.entries_checked,
             entry_watermark: report.entry_watermark,
             checkpoint_advanced: report.checkpoint_advanced,

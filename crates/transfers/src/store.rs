@@ -424,14 +424,156 @@ pub async fn delete_expired_keys(
     Ok(done.rows_affected())
 }
 
-/// The reconciliation reads one snapshot: REPEATABLE READ, read only, so transfers committing
-/// meanwhile cannot make a sound ledger look unsound.
+/// The reconciliation reads one snapshot: REPEATABLE READ, so transfers committing meanwhile
+/// cannot make a sound ledger look unsound. Read write: a clean run advances the checkpoint in
+/// the same transaction (ledger.reconcile_checkpoint and ledger.reconcile_account_totals only).
 pub async fn begin_snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .execute(&mut *tx)
         .await?;
     Ok(tx)
+}
+
+/// The highest id each ledger sequence has handed out (entries, transfers, transactions), and
+/// whether all three hand out one value at a time (CACHE 1: a session caching values could
+/// still use one below what the sequence shows).
+pub async fn sequence_heads(pool: &PgPool) -> Result<(i64, i64, i64, bool), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT COALESCE((SELECT last_value FROM pg_sequences WHERE schemaname = 'ledger' AND sequencename = 'entries_id_seq'), 0),
+                COALESCE((SELECT last_value FROM pg_sequences WHERE schemaname = 'ledger' AND sequencename = 'transfers_id_seq'), 0),
+                COALESCE((SELECT last_value FROM pg_sequences WHERE schemaname = 'ledger' AND sequencename = 'transactions_id_seq'), 0),
+                (SELECT bool_and(cache_size = 1) FROM pg_sequences WHERE schemaname = 'ledger'
+                    AND sequencename IN ('entries_id_seq', 'transfers_id_seq', 'transactions_id_seq'))",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// The virtual transaction ids of every transaction now open in this database but the caller's
+/// (pg_locks: every transaction holds the lock on its own virtual id from its first statement to
+/// its end, whether or not it has written yet).
+pub async fn open_transactions(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT l.virtualxid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'virtualxid' AND l.granted AND l.virtualxid IS NOT NULL
+           AND a.datname = current_database() AND l.pid <> pg_backend_pid()",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// How many of `vxids` are still open.
+pub async fn still_open(pool: &PgPool, vxids: &[String]) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY($1)",
+    )
+    .bind(vxids)
+    .fetch_one(pool)
+    .await
+}
+
+/// Takes the checkpoint's lock for the transaction (advisory, without waiting): false when
+/// another reconciliation holds it.
+pub async fn try_lock_checkpoint(tx: &mut Transaction<'_, Postgres>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('ledger.reconcile_checkpoint'))")
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// The checkpoint: (entry, transfer, transaction watermarks, verified at, full verified at).
+pub type Checkpoint = (i64, i64, i64, DateTime<Utc>, DateTime<Utc>);
+
+pub async fn read_checkpoint(
+    tx: &mut Transaction<'_, Postgres>,
+) -> Result<Option<Checkpoint>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT entry_watermark, transfer_watermark, transaction_watermark, verified_at, full_verified_at
+         FROM ledger.reconcile_checkpoint",
+    )
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Full run: the account totals again from every entry up to `entry_watermark` (visible in the
+/// snapshot); returns how many entries were summed.
+pub async fn rebuild_account_totals(
+    tx: &mut Transaction<'_, Postgres>,
+    entry_watermark: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query("DELETE FROM ledger.reconcile_account_totals")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query_scalar(
+        "WITH s AS (
+            INSERT INTO ledger.reconcile_account_totals (account_id, entries_total, entries)
+            SELECT account_id, SUM(amount), COUNT(*) FROM ledger.entries WHERE id <= $1
+            GROUP BY account_id
+            RETURNING entries)
+         SELECT COALESCE(SUM(entries), 0)::bigint FROM s",
+    )
+    .bind(entry_watermark)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Incremental run: adds the entries `from < id <= to` to the account totals (the checkpoint
+/// moves from `from` to `to`).
+pub async fn advance_account_totals(
+    tx: &mut Transaction<'_, Postgres>,
+    from: i64,
+    to: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ledger.reconcile_account_totals AS c (account_id, entries_total, entries)
+         SELECT account_id, SUM(amount), COUNT(*) FROM ledger.entries WHERE id > $1 AND id <= $2
+         GROUP BY account_id
+         ON CONFLICT (account_id) DO UPDATE
+            SET entries_total = c.entries_total + EXCLUDED.entries_total,
+                entries = c.entries + EXCLUDED.entries",
+    )
+    .bind(from)
+    .bind(to)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes the watermarks (one row); `full` also stamps `full_verified_at`.
+pub async fn write_checkpoint(
+    tx: &mut Transaction<'_, Postgres>,
+    watermarks: (i64, i64, i64),
+    full: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ledger.reconcile_checkpoint AS c
+             (id, entry_watermark, transfer_watermark, transaction_watermark, verified_at, full_verified_at)
+         VALUES (true, $1, $2, $3, now(), now())
+         ON CONFLICT (id) DO UPDATE
+            SET entry_watermark = EXCLUDED.entry_watermark,
+                transfer_watermark = EXCLUDED.transfer_watermark,
+                transaction_watermark = EXCLUDED.transaction_watermark,
+                verified_at = EXCLUDED.verified_at,
+                full_verified_at = CASE WHEN $4 THEN EXCLUDED.full_verified_at ELSE c.full_verified_at END",
+    )
+    .bind(watermarks.0)
+    .bind(watermarks.1)
+    .bind(watermarks.2)
+    .bind(full)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// How many entries have an id above `since` (those the balance check sums beside the totals).
+pub async fn count_entries_since(
+    tx: &mut Transaction<'_, Postgres>,
+    since: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM ledger.entries WHERE id > $1")
+        .bind(since)
+        .fetch_one(&mut **tx)
+        .await
 }
 
 /// Per currency: Σ balances and the number of accounts.
@@ -452,43 +594,57 @@ pub async fn count_accounts(tx: &mut Transaction<'_, Postgres>) -> Result<i64, s
         .await
 }
 
-/// At most `limit` accounts whose balance differs from the sum of their entries, or customer
-/// accounts below zero: (id, balance, Σ entries, customer below zero).
+/// At most `limit` accounts whose balance differs from the sum of their entries, taken as the
+/// checkpoint's total (ledger.reconcile_account_totals, entries up to `since`) plus the entries
+/// with an id above `since`; or customer accounts below zero: (id, balance, Σ entries, customer
+/// below zero).
 pub async fn find_unbalanced_accounts(
     tx: &mut Transaction<'_, Postgres>,
+    since: i64,
     limit: i64,
 ) -> Result<Vec<(i64, i64, i64, bool)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT a.id, a.balance, COALESCE(e.total, 0)::bigint,
+        "SELECT a.id, a.balance, (COALESCE(c.entries_total, 0) + COALESCE(e.total, 0))::bigint,
                 a.kind = 'customer' AND a.balance < 0
          FROM ledger.accounts a
-         LEFT JOIN (SELECT account_id, SUM(amount) AS total FROM ledger.entries GROUP BY account_id) e
+         LEFT JOIN ledger.reconcile_account_totals c ON c.account_id = a.id
+         LEFT JOIN (SELECT account_id, SUM(amount) AS total FROM ledger.entries WHERE id > $1
+                    GROUP BY account_id) e
                 ON e.account_id = a.id
-         WHERE a.balance <> COALESCE(e.total, 0) OR (a.kind = 'customer' AND a.balance < 0)
-         ORDER BY a.id LIMIT $1",
+         WHERE a.balance <> COALESCE(c.entries_total, 0) + COALESCE(e.total, 0)
+            OR (a.kind = 'customer' AND a.balance < 0)
+         ORDER BY a.id LIMIT $2",
     )
+    .bind(since)
     .bind(limit)
     .fetch_all(&mut **tx)
     .await
 }
 
-pub async fn count_transfers(tx: &mut Transaction<'_, Postgres>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transfers")
+/// Transfers with an id above `since`.
+pub async fn count_transfers(
+    tx: &mut Transaction<'_, Postgres>,
+    since: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transfers WHERE id > $1")
+        .bind(since)
         .fetch_one(&mut **tx)
         .await
 }
 
-/// At most `limit` transfers whose entries are wrong: one that moves money (posted, not a hold)
-/// needs exactly −amount on its source and +amount on its destination, any other none:
-/// (id, number of entries, Σ entries).
+/// At most `limit` transfers with an id above `since` whose entries are wrong: one that moves
+/// money (posted, not a hold) needs exactly −amount on its source and +amount on its
+/// destination, any other none: (id, number of entries, Σ entries).
 pub async fn find_unbalanced_transfers(
     tx: &mut Transaction<'_, Postgres>,
+    since: i64,
     limit: i64,
 ) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.id, COUNT(e.id), COALESCE(SUM(e.amount), 0)::bigint
          FROM ledger.transfers t
          LEFT JOIN ledger.entries e ON e.transfer_id = t.id
+         WHERE t.id > $1
          GROUP BY t.id
          HAVING (t.status = 'posted' AND NOT t.hold) AND (
                 COUNT(e.id) <> 2
@@ -496,22 +652,29 @@ pub async fn find_unbalanced_transfers(
              OR COUNT(*) FILTER (WHERE e.account_id = t.from_account_id AND e.amount = -t.amount) <> 1
              OR COUNT(*) FILTER (WHERE e.account_id = t.to_account_id AND e.amount = t.amount) <> 1)
              OR NOT (t.status = 'posted' AND NOT t.hold) AND COUNT(e.id) <> 0
-         ORDER BY t.id LIMIT $1",
+         ORDER BY t.id LIMIT $2",
     )
+    .bind(since)
     .bind(limit)
     .fetch_all(&mut **tx)
     .await
 }
 
-pub async fn count_holds(tx: &mut Transaction<'_, Postgres>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transfers WHERE hold")
+/// Holds with an id above `since`.
+pub async fn count_holds(
+    tx: &mut Transaction<'_, Postgres>,
+    since: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transfers WHERE hold AND id > $1")
+        .bind(since)
         .fetch_one(&mut **tx)
         .await
 }
 
 /// At most `limit` accounts whose pending debits or credits differ from the open holds on them,
 /// or whose available balance is below zero (customers): (id, pending debits, Σ open holds
-/// from it, pending credits, Σ open holds to it, customer available below zero).
+/// from it, pending credits, Σ open holds to it, customer available below zero). Reads the open
+/// holds only (transfers_pending_holds_idx), never the history.
 pub async fn find_accounts_off_their_holds(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,
@@ -534,43 +697,53 @@ pub async fn find_accounts_off_their_holds(
     .await
 }
 
-/// At most `limit` holds whose end is wrong: ended more than once, a status that disagrees with
-/// what ended it (pending with an end, or ended without one), an end that is not a hold's
+/// At most `limit` holds whose end is wrong, among the holds with an id above `since` and those
+/// ended by a transfer with an id above `since`: ended more than once, a status that disagrees
+/// with what ended it (pending with an end, or ended without one), an end that is not a hold's
 /// (`hold_id` naming a transfer that is not a hold), or a post larger than its hold:
 /// (hold id, ends, the hold's status, what ended it, its amount, the hold's amount).
 pub async fn find_holds_ended_wrongly(
     tx: &mut Transaction<'_, Postgres>,
+    since: i64,
     limit: i64,
 ) -> Result<Vec<(i64, i64, String, Option<String>, Option<i64>, i64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT h.id, COUNT(e.id), h.status, MIN(e.status), MAX(e.amount), h.amount
          FROM ledger.transfers h
          LEFT JOIN ledger.transfers e ON e.hold_id = h.id
-         WHERE h.hold OR h.id IN (SELECT hold_id FROM ledger.transfers WHERE hold_id IS NOT NULL)
+         WHERE (h.hold AND h.id > $1)
+            OR h.id IN (SELECT hold_id FROM ledger.transfers WHERE hold_id IS NOT NULL AND id > $1)
          GROUP BY h.id
          HAVING COUNT(e.id) > 1
              OR NOT h.hold
              OR (h.status = 'pending') <> (COUNT(e.id) = 0)
              OR (COUNT(e.id) = 1 AND MIN(e.status) <> h.status)
              OR MAX(e.amount) > h.amount
-         ORDER BY h.id LIMIT $1",
+         ORDER BY h.id LIMIT $2",
     )
+    .bind(since)
     .bind(limit)
     .fetch_all(&mut **tx)
     .await
 }
 
-pub async fn count_transactions(tx: &mut Transaction<'_, Postgres>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transactions")
+/// Multi-leg transactions with an id above `since`.
+pub async fn count_transactions(
+    tx: &mut Transaction<'_, Postgres>,
+    since: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM ledger.transactions WHERE id > $1")
+        .bind(since)
         .fetch_one(&mut **tx)
         .await
 }
 
-/// At most `limit` multi-leg transactions whose legs are not all there, all posted and all in
-/// one direction of money (each a transfer that moved money): (id, leg count, legs found,
-/// posted legs).
+/// At most `limit` multi-leg transactions with an id above `since` whose legs are not all
+/// there, all posted and all in one direction of money (each a transfer that moved money):
+/// (id, leg count, legs found, posted legs).
 pub async fn find_incomplete_transactions(
     tx: &mut Transaction<'_, Postgres>,
+    since: i64,
     limit: i64,
 ) -> Result<Vec<(i64, i32, i64, i64)>, sqlx::Error> {
     sqlx::query_as(
@@ -579,33 +752,42 @@ pub async fn find_incomplete_transactions(
                                       AND t.reverses_id IS NULL)
          FROM ledger.transactions x
          LEFT JOIN ledger.transfers t ON t.transaction_id = x.id
+         WHERE x.id > $1
          GROUP BY x.id, x.leg_count
          HAVING COUNT(t.id) <> x.leg_count
              OR COUNT(t.id) FILTER (WHERE t.status = 'posted' AND NOT t.hold AND t.hold_id IS NULL
                                       AND t.reverses_id IS NULL) <> x.leg_count
-         ORDER BY x.id LIMIT $1",
+         ORDER BY x.id LIMIT $2",
     )
+    .bind(since)
     .bind(limit)
     .fetch_all(&mut **tx)
     .await
 }
 
+/// Reversed transfers and reversals with an id above `since`.
 pub async fn count_reversed_transfers(
     tx: &mut Transaction<'_, Postgres>,
+    since: i64,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT COUNT(*) FROM ledger.transfers WHERE reversed_amount > 0 OR reverses_id IS NOT NULL",
+        "SELECT COUNT(*) FROM ledger.transfers
+         WHERE id > $1 AND (reversed_amount > 0 OR reverses_id IS NOT NULL)",
     )
+    .bind(since)
     .fetch_one(&mut **tx)
     .await
 }
 
-/// At most `limit` transfers reversed wrongly: their reversals sum past their amount or differ
-/// from their `reversed_amount`, or a reversal that does not mirror what it reverses (the
-/// opposite direction, the same currency, a transfer that moved money and is no reversal
-/// itself): (id, amount, reversed_amount, Σ reversals, reversals that do not mirror it).
+/// At most `limit` transfers reversed wrongly, among the reversed transfers with an id above
+/// `since` and those a reversal with an id above `since` reverses: their reversals sum past
+/// their amount or differ from their `reversed_amount`, or a reversal that does not mirror what
+/// it reverses (the opposite direction, the same currency, a transfer that moved money and is
+/// no reversal itself): (id, amount, reversed_amount, Σ reversals, reversals that do not
+/// mirror it).
 pub async fn find_transfers_reversed_wrongly(
     tx: &mut Transaction<'_, Postgres>,
+    since: i64,
     limit: i64,
 ) -> Result<Vec<(i64, i64, i64, i64, i64)>, sqlx::Error> {
     sqlx::query_as(
@@ -617,8 +799,8 @@ pub async fn find_transfers_reversed_wrongly(
                                        OR o.status <> 'posted')
          FROM ledger.transfers o
          LEFT JOIN ledger.transfers r ON r.reverses_id = o.id
-         WHERE o.reversed_amount > 0
-            OR o.id IN (SELECT reverses_id FROM ledger.transfers WHERE reverses_id IS NOT NULL)
+         WHERE (o.reversed_amount > 0 AND o.id > $1)
+            OR o.id IN (SELECT reverses_id FROM ledger.transfers WHERE reverses_id IS NOT NULL AND id > $1)
          GROUP BY o.id
          HAVING COALESCE(SUM(r.amount), 0) <> o.reversed_amount
              OR o.reversed_amount > o.amount
@@ -627,8 +809,9 @@ pub async fn find_transfers_reversed_wrongly(
                                        OR r.currency <> o.currency
                                        OR o.reverses_id IS NOT NULL OR o.hold
                                        OR o.status <> 'posted') > 0
-         ORDER BY o.id LIMIT $1",
+         ORDER BY o.id LIMIT $2",
     )
+    .bind(since)
     .bind(limit)
     .fetch_all(&mut **tx)
     .await

@@ -470,7 +470,7 @@ async fn reads_show_the_owner_and_a_banker_and_hide_from_others() {
         .unwrap_err();
     assert_status(err, Code::NotFound, "account_not_found");
     let err = client
-        .reconcile(authed(ReconcileRequest {}, &app.token("alice")))
+        .reconcile(authed(ReconcileRequest::default(), &app.token("alice")))
         .await
         .unwrap_err();
     assert_status(err, Code::PermissionDenied, "banker_only");
@@ -684,7 +684,11 @@ async fn reconcile_reports_a_tampered_balance() {
         database: app.db.config(),
         ..Default::default()
     };
-    assert!(!transfers::cli::reconcile(&cfg).await.unwrap());
+    assert!(
+        !transfers::cli::reconcile(&cfg, transfers::domain::reconcile::Mode::Full)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]

@@ -128,7 +128,7 @@ impl App {
     pub async fn reconcile(&self) -> ReconcileResponse {
         self.client
             .clone()
-            .reconcile(authed(ReconcileRequest {}, &self.banker()))
+            .reconcile(authed(ReconcileRequest { full: true }, &self.banker()))
             .await
             .unwrap()
             .into_inner()
