@@ -360,13 +360,34 @@ impl IntoResponse for GatewayError {
     }
 }
 
-/// Whether a transport failure proves the request never reached the upstream: the connection
-/// could not be made (tonic's `ConnectError` in the chain), or HTTP/2 refused the stream
-/// (REFUSED_STREAM: "not processed", the only h2 reason tonic maps to UNAVAILABLE).
+/// Whether a transport failure proves the request never reached the upstream:
+/// - the connection could not be made (tonic's `ConnectError` in the chain), or the channel was
+///   not ready to take the call (`upstream::NotSent`);
+/// - hyper never handed the request to the connection (`is_canceled`: "connection was not ready",
+///   or the connection closed with the request still queued);
+/// - the upstream's graceful GOAWAY (NO_ERROR) covered it: h2 gives that error only to streams
+///   above the GOAWAY's last stream id, which RFC 9113 §6.8 says were not processed, and to
+///   streams opened after it, which were never sent. This is the race of a draining upstream: a
+///   call the gateway sent on the connection just as the upstream said GOAWAY (it was
+///   `outcome_unknown`, as tonic maps it to INTERNAL);
+/// - or HTTP/2 refused the stream (REFUSED_STREAM: "not processed", the only h2 reason tonic
+///   maps to UNAVAILABLE).
 pub(crate) fn never_sent(status: &tonic::Status) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = cause {
-        if e.is::<tonic::ConnectError>() {
+        if e.is::<tonic::ConnectError>() || e.is::<crate::upstream::NotSent>() {
+            return true;
+        }
+        if let Some(e) = e.downcast_ref::<hyper::Error>()
+            && e.is_canceled()
+        {
+            return true;
+        }
+        if let Some(e) = e.downcast_ref::<h2::Error>()
+            && e.is_go_away()
+            && e.is_remote()
+            && e.reason() == Some(h2::Reason::NO_ERROR)
+        {
             return true;
         }
         cause = e.source();

@@ -91,8 +91,68 @@ impl Upstreams {
     }
 }
 
-/// One unary call with an encoded request; the encoded response and its metadata.
+/// The pause before the one retry of a call that certainly never reached the upstream.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// One unary call with an encoded request; the encoded response and its metadata. A call that
+/// certainly was not sent ([`crate::error::never_sent`]: no connection, the channel not ready, the
+/// stream refused or beyond a graceful GOAWAY) is sent once more after [`RETRY_PAUSE`] when the
+/// deadline leaves room: safe for every RPC, as the upstream never saw the first attempt, and it
+/// rides over an upstream's connection closing under a drain (a new connection reaches a replica
+/// still serving) or a refused connect while it restarts.
 pub async fn unary(
+    channel: Channel,
+    grpc_path: &str,
+    request: Bytes,
+    metadata: MetadataMap,
+    timeout: Duration,
+) -> Result<(MetadataMap, Bytes), Status> {
+    let started = std::time::Instant::now();
+    let first = unary_once(
+        channel.clone(),
+        grpc_path,
+        request.clone(),
+        metadata.clone(),
+        timeout,
+    )
+    .await;
+    match first {
+        Err(status)
+            if crate::error::never_sent(&status)
+                && started.elapsed() + 2 * RETRY_PAUSE < timeout =>
+        {
+            tracing::info!(
+                rpc = grpc_path,
+                error = %status.message(),
+                "upstream call not sent; retrying once"
+            );
+            metrics::counter!("gateway_upstream_retries_total").increment(1);
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let left = timeout.saturating_sub(started.elapsed());
+            unary_once(channel, grpc_path, request, metadata, left).await
+        }
+        other => other,
+    }
+}
+
+/// The channel could not take the call (its connection failed before the request was handed to
+/// it): the request was certainly not sent.
+#[derive(Debug)]
+pub(crate) struct NotSent(tonic::codegen::StdError);
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upstream not ready: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotSent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+async fn unary_once(
     channel: Channel,
     grpc_path: &str,
     request: Bytes,
@@ -102,7 +162,7 @@ pub async fn unary(
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
-        .map_err(|e| Status::unavailable(format!("upstream not ready: {e}")))?;
+        .map_err(|e| Status::from_error(Box::new(NotSent(e.into()))))?;
     let path = http::uri::PathAndQuery::from_str(grpc_path)
         .map_err(|e| Status::internal(format!("bad method path: {e}")))?;
     let mut req = tonic::Request::from_parts(metadata, tonic::Extensions::default(), request);

@@ -277,3 +277,124 @@ async fn an_upstream_nobody_listens_on_is_503_upstream_unavailable_nothing_appli
         "{body}"
     );
 }
+
+/// A pass-through to an upstream that, once armed, cuts the connections it carries and answers
+/// the next connection's call with a graceful GOAWAY (NO_ERROR, last stream 0), as a draining
+/// server does to a call that raced its GOAWAY; later connections pass through again.
+struct GoesAwayOnce {
+    url: String,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<tokio::sync::Notify>,
+    /// Connections taken, and GOAWAYs given.
+    taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    gone_away: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl GoesAwayOnce {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::{Arc, atomic::Ordering::SeqCst};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let me = Self {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            armed: Default::default(),
+            cut: Default::default(),
+            taken: Default::default(),
+            gone_away: Default::default(),
+        };
+        let (armed, cut, taken, gone_away) = (
+            me.armed.clone(),
+            me.cut.clone(),
+            me.taken.clone(),
+            me.gone_away.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                taken.fetch_add(1, SeqCst);
+                if !armed.swap(false, SeqCst) {
+                    let cut = cut.clone();
+                    tokio::spawn(async move {
+                        let mut to = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut stream, &mut to) => {}
+                            () = cut.notified() => {}
+                        }
+                    });
+                    continue;
+                }
+                let gone_away = Arc::clone(&gone_away);
+                tokio::spawn(async move {
+                    // the client's preface, SETTINGS and (usually) the call's HEADERS
+                    let mut buf = [0u8; 4096];
+                    let mut read = 0;
+                    let until = tokio::time::Instant::now() + Duration::from_millis(200);
+                    while read < 60 {
+                        match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+                            Ok(Ok(n)) if n > 0 => read += n,
+                            _ => break,
+                        }
+                    }
+                    // SETTINGS (empty), then GOAWAY: last stream id 0, NO_ERROR
+                    let mut frames = vec![0, 0, 0, 4, 0, 0, 0, 0, 0];
+                    frames.extend_from_slice(&[0, 0, 8, 7, 0, 0, 0, 0, 0]);
+                    frames.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+                    let _ = stream.write_all(&frames).await;
+                    gone_away.fetch_add(1, SeqCst);
+                    // hold the connection a while, as a draining server does, then close it
+                    let until = tokio::time::Instant::now() + Duration::from_millis(300);
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout_at(until, stream.read(&mut buf)).await
+                    {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        me
+    }
+
+    /// Cuts the connections passing through; the next one gets the GOAWAY.
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+}
+
+#[tokio::test]
+async fn a_call_beyond_a_graceful_goaway_was_not_sent_and_is_sent_again_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let upstream = echo_upstream().await;
+    let fake = GoesAwayOnce::start(upstream.grpc_addr).await;
+    let m = crate::Mesh::start(|cfg| {
+        cfg.upstreams.insert("auth".into(), fake.url.clone());
+        // no readiness round may take the armed connection (the first runs at start)
+        cfg.server.health_check_interval_ms = 60_000;
+    })
+    .await;
+    let login = || {
+        m.send(
+            m.http
+                .post(m.url("/v1/sessions"))
+                .json(&json!({"username": "alice", "password": "right"})),
+        )
+    };
+    let (status, _, body) = login().await;
+    assert_eq!(status, 200, "through the pass-through: {body}");
+    let before = fake.taken.load(SeqCst);
+    fake.arm();
+    // the gateway's channel sees its connection closed before the next call
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, body) = login().await;
+    assert_eq!(fake.gone_away.load(SeqCst), 1, "the call met the GOAWAY");
+    assert_eq!(
+        status, 200,
+        "the call the GOAWAY covered is sent again on a new connection: {body}"
+    );
+    assert_eq!(
+        fake.taken.load(SeqCst),
+        before + 2,
+        "one retry, on a connection of its own"
+    );
+}
