@@ -39,6 +39,10 @@ pub struct Config {
 pub struct Limits {
     /// Largest request body accepted; larger is 413.
     pub body_limit_bytes: usize,
+    /// Largest request body of the bulk transfer call (CreateTransfers, `POST
+    /// /v1/transfers:batch`) in place of `body_limit_bytes`: its 1,000 items (the transfers
+    /// service's `bulk.max_items`) take about 200 bytes each as JSON.
+    pub bulk_body_limit_bytes: usize,
     /// Deadline of one call through the gateway (sent upstream as `grpc-timeout`); past it, 504.
     pub request_timeout_ms: u64,
     /// API requests in flight at once over HTTP, counted from when a request's body is complete;
@@ -68,6 +72,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             body_limit_bytes: 64 * 1024,
+            bulk_body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 10_000,
             concurrency_limit: 1024,
             header_read_timeout_ms: 75_000,
@@ -78,6 +83,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// The bulk transfer RPC, whose body is larger than any other's.
+pub const BULK_TRANSFERS_RPC: &str = "transactions.transfers.v1.TransfersService.CreateTransfers";
 
 /// Per-client-IP token bucket on the RPCs that guess or create credentials.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +175,11 @@ impl platform::config::Validate for Config {
             limits.body_limit_bytes,
             1..=16 * 1024 * 1024,
         )?;
+        ensure_in_range(
+            "limits.bulk_body_limit_bytes",
+            limits.bulk_body_limit_bytes,
+            1..=16 * 1024 * 1024,
+        )?;
         // 0 would answer every call 504; these are unary calls, five minutes is already generous
         ensure_in_range(
             "limits.request_timeout_ms",
@@ -247,11 +260,14 @@ mod tests {
     #[test]
     fn limits_of_zero_are_refused_naming_the_key() {
         type Tweak = fn(&mut Config);
-        let cases: [(&str, Tweak); 10] = [
+        let cases: [(&str, Tweak); 11] = [
             ("upstream_connect_timeout_ms", |c| {
                 c.upstream_connect_timeout_ms = 0
             }),
             ("limits.body_limit_bytes", |c| c.limits.body_limit_bytes = 0),
+            ("limits.bulk_body_limit_bytes", |c| {
+                c.limits.bulk_body_limit_bytes = 0
+            }),
             ("limits.request_timeout_ms", |c| {
                 c.limits.request_timeout_ms = 0
             }),
@@ -306,6 +322,7 @@ mod tests {
             upstream_connect_timeout_ms: 1,
             limits: Limits {
                 body_limit_bytes: 1,
+                bulk_body_limit_bytes: 1,
                 request_timeout_ms: 1,
                 concurrency_limit: 1,
                 header_read_timeout_ms: 1,

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     client,
-    config::Config,
+    config::{BULK_TRANSFERS_RPC, Config},
     error::GatewayError,
     ratelimit::RateLimiter,
     routes::{Lookup, Route, RouteTable},
@@ -39,6 +39,8 @@ pub struct Gateway {
     pub rate_limited: HashSet<String>,
     pub in_flight: Semaphore,
     pub body_limit_bytes: usize,
+    /// The body limit of the bulk transfer call (`limits.bulk_body_limit_bytes`).
+    pub bulk_body_limit_bytes: usize,
     pub body_read_timeout: Duration,
     pub request_timeout: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -59,6 +61,7 @@ impl Gateway {
             rate_limited: cfg.rate_limit.methods.iter().cloned().collect(),
             in_flight: Semaphore::new(cfg.limits.concurrency_limit),
             body_limit_bytes: cfg.limits.body_limit_bytes,
+            bulk_body_limit_bytes: cfg.limits.bulk_body_limit_bytes,
             body_read_timeout: Duration::from_millis(cfg.limits.body_read_timeout_ms),
             request_timeout: Duration::from_millis(cfg.limits.request_timeout_ms),
             trusted_proxies: cfg.trusted_proxies.clone(),
@@ -181,12 +184,14 @@ async fn transcode_and_call(
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     // the body has a deadline of its own, and no permit is held while it arrives: a flood of
     // half-sent bodies costs each sender its connection, never the complete requests a slot
-    let body = tokio::time::timeout(
-        gw.body_read_timeout,
-        read_body(req.into_body(), gw.body_limit_bytes),
-    )
-    .await
-    .map_err(|_| GatewayError::body_read_timeout())??;
+    let body_limit = if route.full_name() == BULK_TRANSFERS_RPC {
+        gw.bulk_body_limit_bytes
+    } else {
+        gw.body_limit_bytes
+    };
+    let body = tokio::time::timeout(gw.body_read_timeout, read_body(req.into_body(), body_limit))
+        .await
+        .map_err(|_| GatewayError::body_read_timeout())??;
     let _permit = gw
         .in_flight
         .try_acquire()

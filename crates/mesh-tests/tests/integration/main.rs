@@ -1,6 +1,8 @@
 //! The tests across services, one binary (one link, one run) against real PostgreSQL and Redis,
 //! the services in-process on ephemeral ports (`support`):
 //!
+//! - `bulk_http`: the bulk transfer call over HTTP through the gateway (a 1,000-item file past the
+//!   ordinary body limit, one answer per item, the replay, its OpenAPI entry);
 //! - `journey`: every public RPC over HTTP/JSON through the gateway, the user journey, the error
 //!   classes, the gateway's gRPC port;
 //! - `mailer_end_to_end`: sign-up → auth's outbox and relay → the mailer → SMTP → the link
@@ -23,6 +25,7 @@
 
 mod support;
 
+mod bulk_http;
 mod collector_down;
 mod config_docs;
 mod dashboard;
