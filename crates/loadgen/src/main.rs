@@ -20,8 +20,8 @@ use proto::{
         auth_service_client::AuthServiceClient,
     },
     transfers::v1::{
-        CreateTransferRequest, DepositRequest, GetTransferRequest, ListEntriesRequest,
-        ListTransfersRequest, PostTransferRequest, ReconcileRequest,
+        CreateTransferRequest, CreateTransfersRequest, DepositRequest, GetTransferRequest,
+        ListEntriesRequest, ListTransfersRequest, PostTransferRequest, ReconcileRequest,
         transfers_service_client::TransfersServiceClient,
     },
 };
@@ -51,6 +51,11 @@ enum Mode {
     /// The read RPCs, in turn: GetTransfer, ListEntries and ListTransfers (first page, 20) of a
     /// random party's own account; latency percentiles per RPC. gRPC only.
     Reads,
+    /// Bulk requests (CreateTransfers) of `--bulk-items` transfers each, every item with its own
+    /// key: from the caller's own account (a party drawn per request) to destinations drawn
+    /// uniformly, as a payroll or payout file. Counts transfers (items answered OK) per second;
+    /// latency is the whole call's. gRPC only.
+    Bulk,
 }
 
 #[derive(Parser, Debug)]
@@ -113,6 +118,9 @@ struct Args {
     /// Only run Reconcile (timed) with the banker of `--parties-file`.
     #[arg(long)]
     reconcile_only: bool,
+    /// `--mode bulk`: transfers per request.
+    #[arg(long, default_value_t = 100)]
+    bulk_items: usize,
 }
 
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -297,6 +305,8 @@ struct Outcome {
     errors: BTreeMap<String, u64>,
     /// `reads` mode: latencies per RPC.
     by_rpc: BTreeMap<&'static str, Vec<u64>>,
+    /// `bulk` mode: items answered OK (`errors` counts refused items by reason).
+    items_ok: u64,
 }
 
 /// The read RPCs of `--mode reads`, taken in turn.
@@ -381,6 +391,50 @@ impl Client {
                 .map(|_| ()),
         };
         r.map_err(|s| format!("{rpc}/{}", reason(&s)))
+    }
+
+    /// One bulk request from `from` to each of `to` (amounts 1..=100), each item with a fresh
+    /// key: the items answered OK, and each refused item's reason (a refused call: its reason for
+    /// every item).
+    async fn bulk(&mut self, from: &Party, to: &[&Party]) -> (u64, Vec<String>) {
+        let Client::Grpc(c) = self else {
+            return (0, vec!["bulk runs over gRPC only".into(); to.len()]);
+        };
+        let items = {
+            let mut rng = rand::rng();
+            to.iter()
+                .map(|p| CreateTransferRequest {
+                    from_account_id: from.account_id,
+                    to_account_id: p.account_id,
+                    amount: rng.random_range(1..=100),
+                    currency: "USD".into(),
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        match c
+            .create_transfers(bearer(CreateTransfersRequest { items }, &from.token))
+            .await
+        {
+            Ok(r) => {
+                let mut ok = 0;
+                let mut refused = Vec::new();
+                for r in r.into_inner().results {
+                    match r.outcome {
+                        Some(proto::transfers::v1::bulk_transfer_result::Outcome::Result(_)) => {
+                            ok += 1
+                        }
+                        Some(proto::transfers::v1::bulk_transfer_result::Outcome::Error(e)) => {
+                            refused.push(format!("item/{}", e.reason))
+                        }
+                        None => refused.push("item/no outcome".into()),
+                    }
+                }
+                (ok, refused)
+            }
+            Err(s) => (0, vec![format!("bulk/{}", reason(&s)); to.len()]),
+        }
     }
 
     async fn transfer(&mut self, from: &Party, to: &Party, amount: i64) -> Result<(), String> {
@@ -497,6 +551,7 @@ async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outc
             None => Client::Http(http.clone(), args.gateway_http.clone()),
         };
         let mode = args.mode;
+        let bulk_items = args.bulk_items;
         let known = known.clone();
         tasks.push(tokio::spawn(async move {
             let mut out = Outcome::default();
@@ -519,6 +574,24 @@ async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outc
                     }
                     continue;
                 }
+                if mode == Mode::Bulk {
+                    let (from, to) = {
+                        let mut rng = rand::rng();
+                        let a = rng.random_range(0..n);
+                        let to: Vec<&Party> = (0..bulk_items)
+                            .map(|_| &parties[(a + rng.random_range(1..n)) % n])
+                            .collect();
+                        (&parties[a], to)
+                    };
+                    let t0 = Instant::now();
+                    let (ok, refused) = client.bulk(from, &to).await;
+                    out.latencies_us.push(t0.elapsed().as_micros() as u64);
+                    out.items_ok += ok;
+                    for e in refused {
+                        *out.errors.entry(e).or_default() += 1;
+                    }
+                    continue;
+                }
                 let (a, b, amount) = {
                     let mut rng = rand::rng();
                     let (a, b) = match mode {
@@ -527,7 +600,7 @@ async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outc
                             let b = (a + rng.random_range(1..n)) % n;
                             (a, b)
                         }
-                        Mode::Hot | Mode::HotHoldPost | Mode::Reads => {
+                        Mode::Hot | Mode::HotHoldPost | Mode::Reads | Mode::Bulk => {
                             let other = rng.random_range(1..n);
                             if rng.random_bool(0.5) {
                                 (0, other)
@@ -558,6 +631,7 @@ async fn run_load(args: &Args, parties: Arc<Vec<Party>>) -> anyhow::Result<(Outc
     for t in tasks {
         let o = t.await?;
         all.latencies_us.extend(o.latencies_us);
+        all.items_ok += o.items_ok;
         for (k, v) in o.by_rpc {
             all.by_rpc.entry(k).or_default().extend(v);
         }
@@ -591,6 +665,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.accounts < 2 {
         bail!("--accounts must be at least 2");
+    }
+    if args.bulk_items == 0 {
+        bail!("--bulk-items must be at least 1");
     }
     let gw = connect(&args.gateway_grpc).await?;
     let (banker, parties) = match &args.parties_file {
@@ -640,9 +717,20 @@ async fn main() -> anyhow::Result<()> {
     outcome.latencies_us.sort_unstable();
     let total = outcome.latencies_us.len() as u64;
     let failed: u64 = outcome.errors.values().sum();
-    let ok = total - failed;
+    // bulk: transfers are the items, a call carries `--bulk-items` of them
+    let ok = if args.mode == Mode::Bulk {
+        outcome.items_ok
+    } else {
+        total - failed
+    };
     let tps = ok as f64 / elapsed.as_secs_f64();
     let l = &outcome.latencies_us;
+    if args.mode == Mode::Bulk {
+        println!(
+            "bulk: {total} calls of {} items; {ok} transfers OK, {failed} items refused",
+            args.bulk_items
+        );
+    }
     println!(
         "{:?} {:?}: {ok} calls in {:.1}s = {tps:.0}/s; latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; errors {failed}",
         args.target,
@@ -681,6 +769,8 @@ async fn main() -> anyhow::Result<()> {
             "mode": format!("{:?}", args.mode),
             "clients": args.clients,
             "accounts": args.accounts,
+            "calls": total,
+            "items_per_call": (args.mode == Mode::Bulk).then_some(args.bulk_items),
             "elapsed_s": elapsed.as_secs_f64(),
             "transfers_ok": ok,
             "errors": outcome.errors,

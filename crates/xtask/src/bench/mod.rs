@@ -268,8 +268,10 @@ enum Kind {
 
 const UNIFORM: &str = "ours grpc-direct uniform";
 const HOT: &str = "ours grpc-direct hot";
+/// Bulk requests (CreateTransfers) of loadgen's default 100 items, from the caller's own account.
+const BULK: &str = "ours grpc-direct bulk";
 
-const SCENARIOS: [(&str, Kind); 13] = [
+const SCENARIOS: [(&str, Kind); 15] = [
     (
         UNIFORM,
         Kind::Loadgen {
@@ -327,6 +329,14 @@ const SCENARIOS: [(&str, Kind); 13] = [
         },
     ),
     (
+        BULK,
+        Kind::Loadgen {
+            target: "grpc-direct",
+            mode: "bulk",
+            hold: false,
+        },
+    ),
+    (
         "database limit uniform",
         Kind::Batch {
             hot: false,
@@ -338,6 +348,13 @@ const SCENARIOS: [(&str, Kind); 13] = [
         Kind::Batch {
             hot: true,
             size: Size::AsFormedBy(HOT),
+        },
+    ),
+    (
+        "database limit bulk",
+        Kind::Batch {
+            hot: false,
+            size: Size::AsFormedBy(BULK),
         },
     ),
     (
@@ -1111,7 +1128,7 @@ fn ratio_cell(v: &[f64]) -> String {
 }
 
 /// The ratios the issue asks for, each computed within a round: (label, numerator, denominator).
-const RATIOS: [(&str, &str, &str); 13] = [
+const RATIOS: [(&str, &str, &str); 14] = [
     (
         "ours gRPC direct uniform ÷ database limit",
         UNIFORM,
@@ -1131,6 +1148,11 @@ const RATIOS: [(&str, &str, &str); 13] = [
         "ours gRPC direct hot ÷ database limit hot",
         HOT,
         "database limit hot",
+    ),
+    (
+        "ours bulk ÷ database limit at its batch size",
+        BULK,
+        "database limit bulk",
     ),
     (
         "ours gRPC direct ÷ one-transfer ceiling",
