@@ -18,6 +18,18 @@ use uuid::Uuid;
 
 const NIL: Uuid = Uuid::nil();
 
+/// A transfer row (id, the row as JSON, its source's and destination's owners, NULL for a system
+/// account) with the ids, types and payloads of the events naming it.
+type EventRow = (
+    i64,
+    Value,
+    Option<Uuid>,
+    Option<Uuid>,
+    Vec<i64>,
+    Vec<String>,
+    Vec<Value>,
+);
+
 /// One element of a direct `ledger.transfer_batch` call.
 struct Item {
     user: &'static str,
@@ -171,7 +183,7 @@ async fn every_transfer_row_has_one_event_in_id_order_with_its_type_and_owners()
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
 
     // every transfer row with the events naming it, in transfer id order
-    let rows: Vec<(i64, Value, Option<Uuid>, Option<Uuid>, Vec<i64>, Vec<String>, Vec<Value>)> =
+    let rows: Vec<EventRow> =
         sqlx::query_as(
             "SELECT t.id, to_jsonb(t), nullif(f.owner_id, $1), nullif(d.owner_id, $1),
                     coalesce(array_agg(o.id ORDER BY o.id) FILTER (WHERE o.id IS NOT NULL), '{}'),
