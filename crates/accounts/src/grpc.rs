@@ -15,7 +15,12 @@ use crate::domain::{
 };
 
 pub struct AccountsApi {
+    /// Opening, freezing, unfreezing: the primary.
     pub accounts: Accounts,
+    /// GetAccount and ListAccounts: on `database.read_url` (a replica) when set, else the
+    /// primary. A replica may lag: an account just opened can be NOT_FOUND there, and balances
+    /// and statuses can be older, for the replica's lag (docs/scaling.md).
+    pub reads: Accounts,
     pub tokens: Arc<dyn TokenMaker>,
     pub currencies: Currencies,
 }
@@ -46,7 +51,7 @@ impl AccountsService for AccountsApi {
     async fn get_account(&self, request: Request<GetAccountRequest>) -> RpcResult<pb::Account> {
         let caller = self.caller(&request)?;
         let id = AccountId::parse(request.get_ref().id, "id")?;
-        let account = self.accounts.get(&caller, id).await?;
+        let account = self.reads.get(&caller, id).await?;
         Ok(Response::new(to_proto(account)))
     }
 
@@ -59,7 +64,7 @@ impl AccountsService for AccountsApi {
         let size = PageSize::parse(req.page_size)?;
         let token = PageToken::parse(&req.page_token)?;
         let owner = Owner::parse(&req.owner, &caller)?;
-        let (accounts, next_page_token) = self.accounts.list(&caller, &owner, size, token).await?;
+        let (accounts, next_page_token) = self.reads.list(&caller, &owner, size, token).await?;
         Ok(Response::new(ListAccountsResponse {
             accounts: accounts.into_iter().map(to_proto).collect(),
             next_page_token,

@@ -16,6 +16,9 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     let tokens = platform::revocations::follow(tokens, &cfg.token.revocations, shutdown.clone())?;
     let db = platform::db::pool(&cfg.database)?;
     platform::db::check_at_start(&db, &cfg.database).await?;
+    // GetAccount/ListAccounts on a replica when database.read_url is set (not in readiness: a
+    // replica down fails those reads, accounts still open and freeze)
+    let replica = platform::db::read_pool(&cfg.database, &db)?;
     tokio::spawn(ledger_model::keep_ensuring_system_accounts(
         db.clone(),
         currencies.clone(),
@@ -23,6 +26,9 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     ));
     let api = AccountsApi {
         accounts: Accounts { db: db.clone() },
+        reads: Accounts {
+            db: replica.clone(),
+        },
         tokens,
         currencies,
     };
@@ -37,6 +43,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         shutdown,
     )
     .await;
+    replica.close().await;
     db.close().await;
     result
 }

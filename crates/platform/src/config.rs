@@ -163,6 +163,10 @@ pub struct DatabaseConfig {
     /// PEM file of the CA(s) that sign the server's certificate (e.g. the RDS bundle). Unset: the
     /// URL's `sslrootcert`, else the public web roots.
     pub ssl_root_cert: Option<PathBuf>,
+    /// A read-only database (a streaming replica of `url`) for the services' get/list reads
+    /// (docs/scaling.md says which and how stale they may be). Same pool settings and TLS as
+    /// `url`. Unset: everything reads the primary.
+    pub read_url: Option<String>,
 }
 
 impl Default for DatabaseConfig {
@@ -176,6 +180,7 @@ impl Default for DatabaseConfig {
             connect_timeout_ms: 1_000,
             ssl_mode: None,
             ssl_root_cert: None,
+            read_url: None,
         }
     }
 }

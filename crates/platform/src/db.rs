@@ -39,6 +39,24 @@ pub fn pool(cfg: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
     Ok(pool)
 }
 
+/// The pool of the reads that may be served by a replica: on `database.read_url` when set (the
+/// same pool settings, breaker and TLS as the primary's), else the primary's own `primary`
+/// (a clone: the same connections). Money movements and reads that must see the caller's own
+/// writes never use it.
+pub fn read_pool(cfg: &DatabaseConfig, primary: &PgPool) -> Result<PgPool, sqlx::Error> {
+    match cfg.read_url.as_deref().map(str::trim) {
+        None => Ok(primary.clone()),
+        Some("") => Err(sqlx::Error::Configuration(
+            "database.read_url is empty; leave it unset to read the primary".into(),
+        )),
+        Some(url) => pool(&DatabaseConfig {
+            url: url.to_owned(),
+            read_url: None,
+            ..cfg.clone()
+        }),
+    }
+}
+
 /// The pool's circuit breaker. sqlx keeps retrying a refused connection until the acquire
 /// timeout, so while the database is down every caller would wait that long; this makes them
 /// fail at once instead. A probe connection of its own runs `SELECT 1` every `interval`; when

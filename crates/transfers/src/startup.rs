@@ -23,6 +23,9 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     let tokens = platform::revocations::follow(tokens, &cfg.token.revocations, shutdown.clone())?;
     let db = platform::db::pool(&cfg.database)?;
     platform::db::check_at_start(&db, &cfg.database).await?;
+    // GetTransfer/GetTransaction/ListTransfers/ListEntries on a replica when database.read_url
+    // is set (not in readiness: a replica down fails those reads, money still moves)
+    let replica = platform::db::read_pool(&cfg.database, &db)?;
     relay_ledger_events(&cfg, &db, &shutdown)?;
     tokio::spawn(ledger_model::keep_ensuring_system_accounts(
         db.clone(),
@@ -44,7 +47,10 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     let api = TransfersApi {
         db: db.clone(),
         ledger,
-        reads: Reads { db: db.clone() },
+        reads: Reads {
+            db: db.clone(),
+            replica: replica.clone(),
+        },
         tokens,
         currencies,
         max_transfer_amount: cfg.max_transfer_amount,
@@ -73,6 +79,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
     if tokio::time::timeout(grace, sweep).await.is_err() {
         tracing::warn!("the hold expiry sweep did not finish within the grace period");
     }
+    replica.close().await;
     db.close().await;
     result
 }

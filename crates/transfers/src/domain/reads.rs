@@ -42,15 +42,22 @@ fn visible(caller: &Caller, t: &TransferWithOwners) -> bool {
     caller.is_banker() || owns(t.from_owner, t.from_kind) || owns(t.to_owner, t.to_kind)
 }
 
+/// The reads and their pools. `replica` (`database.read_url`, else the primary itself) serves
+/// GetTransfer, GetTransaction, ListTransfers and ListEntries: what they show may lag the primary
+/// by the replica's lag (a transfer just made may be missing for that long; docs/scaling.md).
+/// GetBalance reads `db`, the primary: it answers "the balance as of" an instant (now by
+/// default), and a lagging replica would state an old balance as the current one, the read a
+/// client makes right after moving money to see it moved.
 #[derive(Clone)]
 pub struct Reads {
     pub db: PgPool,
+    pub replica: PgPool,
 }
 
 impl Reads {
     /// The transfer if the caller owns one of its accounts or is a banker; NOT_FOUND otherwise.
     pub async fn transfer(&self, caller: &Caller, id: i64) -> Result<TransferRow, ApiError> {
-        store::get_transfer(&self.db, id)
+        store::get_transfer(&self.replica, id)
             .await?
             .filter(|t| visible(caller, t))
             .map(|t| t.transfer)
@@ -64,7 +71,7 @@ impl Reads {
         caller: &Caller,
         id: i64,
     ) -> Result<Vec<TransferRow>, ApiError> {
-        let legs = store::get_transaction(&self.db, id).await?;
+        let legs = store::get_transaction(&self.replica, id).await?;
         if legs.is_empty() || !legs.iter().any(|t| visible(caller, t)) {
             return Err(ApiError::not_found(
                 "transaction_not_found",
@@ -86,9 +93,10 @@ impl Reads {
         size: PageSize,
         token: PageToken,
     ) -> Result<(Vec<TransferRow>, String), ApiError> {
-        self.readable_account(caller, account).await?;
+        self.readable_account(&self.replica, caller, account)
+            .await?;
         let filter = metadata.map(|(key, value)| serde_json::json!({ key: value }));
-        let mut rows = store::list_transfers(&self.db, account, filter, size, token).await?;
+        let mut rows = store::list_transfers(&self.replica, account, filter, size, token).await?;
         let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
         Ok((rows, next_page_token))
     }
@@ -103,9 +111,16 @@ impl Reads {
         size: PageSize,
         token: PageToken,
     ) -> Result<(Vec<EntryRow>, String), ApiError> {
-        self.readable_account(caller, account).await?;
-        let mut rows =
-            store::list_entries(&self.db, account, (range.start, range.end), size, token).await?;
+        self.readable_account(&self.replica, caller, account)
+            .await?;
+        let mut rows = store::list_entries(
+            &self.replica,
+            account,
+            (range.start, range.end),
+            size,
+            token,
+        )
+        .await?;
         let next_page_token = PageToken::paginate(&mut rows, size, |r| r.id);
         Ok((rows, next_page_token))
     }
@@ -118,16 +133,22 @@ impl Reads {
         account: AccountId,
         as_of: DateTime<Utc>,
     ) -> Result<(Account, i64, i64), ApiError> {
-        let row = self.readable_account(caller, account).await?;
+        let row = self.readable_account(&self.db, caller, account).await?;
         let (entry_id, balance) = store::get_balance_at(&self.db, account, as_of)
             .await?
             .unwrap_or((0, 0));
         Ok((row, balance, entry_id))
     }
 
-    /// The account, if the caller may read it (owner or banker); NOT_FOUND otherwise.
-    async fn readable_account(&self, caller: &Caller, id: AccountId) -> Result<Account, ApiError> {
-        ledger_model::store::get_account(&self.db, id)
+    /// The account (read on `pool`), if the caller may read it (owner or banker); NOT_FOUND
+    /// otherwise.
+    async fn readable_account(
+        &self,
+        pool: &PgPool,
+        caller: &Caller,
+        id: AccountId,
+    ) -> Result<Account, ApiError> {
+        ledger_model::store::get_account(pool, id)
             .await?
             .filter(|account| account.visible_to(caller))
             .ok_or_else(|| LedgerError::from(Refusal::AccountNotFound).into())

@@ -12,6 +12,7 @@ mod identity;
 mod locked_rows;
 mod metadata;
 mod migrations;
+mod read_replica;
 mod reconcile_incremental;
 mod reversals;
 mod shutdown;
