@@ -462,7 +462,6 @@ impl TransfersService for TransfersApi {
         let items = self
             .parse_bulk(&request)
             .inspect_err(|e| movement::record_refusal("bulk", e.reason))?;
-        metrics::histogram!("transfer_bulk_items").record(items.len() as f64);
         let deadline = std::time::Instant::now() + self.request_timeout;
         // every item is queued at once (in the order of the request), so the batcher takes them
         // into as few batches as `batch.max_size` allows
