@@ -127,6 +127,7 @@ impl AuthService for AuthApi {
             r.full_name.as_deref(),
             r.email.as_deref(),
             r.password.as_deref(),
+            r.notify_money_received,
         )?;
         let user =
             users::update_user(&self.auth, &caller, &r.username, changes, trace.as_deref()).await?;
@@ -218,5 +219,6 @@ fn user_pb(u: &User) -> pb::User {
         password_changed_at: Some(proto::timestamp(u.password_changed_at)),
         created_at: Some(proto::timestamp(u.created_at)),
         id: u.id.to_string(),
+        notify_money_received: u.notify_money_received,
     }
 }

@@ -24,6 +24,11 @@ pub struct User {
     pub email_verified: bool,
     pub password_changed_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// Whether the user wants the "you received money" email.
+    pub notify_money_received: bool,
+    /// Counts the changes of the contact data the mailer keeps (the `version` of
+    /// `user.contact_updated`).
+    pub contact_version: i64,
 }
 
 impl User {
@@ -44,7 +49,7 @@ impl std::fmt::Debug for User {
 }
 
 const USER_COLUMNS: &str = "id, username, full_name, email, hashed_password, role, email_verified, \
-                            password_changed_at, created_at";
+                            password_changed_at, created_at, notify_money_received, contact_version";
 
 pub struct NewUser<'a> {
     pub username: &'a str,
@@ -99,7 +104,9 @@ pub async fn lock_user(
 }
 
 /// Sets the given fields; a new email clears the verified flag, a new password stamps
-/// `password_changed_at`. Fails with a unique violation on `users_email_key`.
+/// `password_changed_at`, and a change of the contact data (name, email, the money-received
+/// preference) counts one more `contact_version`. Fails with a unique violation on
+/// `users_email_key`.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.update_user", otel.kind = "client", db.system = "postgresql"))]
 pub async fn update_user(
     conn: &mut PgConnection,
@@ -107,6 +114,7 @@ pub async fn update_user(
     full_name: Option<&str>,
     email: Option<&str>,
     hashed_password: Option<&str>,
+    notify_money_received: Option<bool>,
 ) -> Result<User, sqlx::Error> {
     sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
         "UPDATE auth.users SET
@@ -114,7 +122,13 @@ pub async fn update_user(
              email = COALESCE($3, email),
              email_verified = CASE WHEN $3::text IS NULL THEN email_verified ELSE false END,
              hashed_password = COALESCE($4, hashed_password),
-             password_changed_at = CASE WHEN $4::text IS NULL THEN password_changed_at ELSE now() END
+             password_changed_at = CASE WHEN $4::text IS NULL THEN password_changed_at ELSE now() END,
+             notify_money_received = COALESCE($5, notify_money_received),
+             contact_version = contact_version
+                 + CASE WHEN ($2::text IS NOT NULL AND $2 <> full_name)
+                          OR ($3::text IS NOT NULL AND $3 <> email)
+                          OR ($5::boolean IS NOT NULL AND $5 <> notify_money_received)
+                        THEN 1 ELSE 0 END
          WHERE username = $1
          RETURNING {USER_COLUMNS}"
     )))
@@ -122,25 +136,28 @@ pub async fn update_user(
     .bind(full_name)
     .bind(email)
     .bind(hashed_password)
+    .bind(notify_money_received)
     .fetch_one(conn)
     .await
 }
 
-/// Marks the user verified if `email` is still their address; false when it changed since.
+/// Marks the user verified if `email` is still their address (one more `contact_version`);
+/// `None` when it changed since.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "auth.mark_user_verified", otel.kind = "client", db.system = "postgresql"))]
 pub async fn mark_user_verified(
     conn: &mut PgConnection,
     username: &str,
     email: &str,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE auth.users SET email_verified = true WHERE username = $1 AND lower(email) = lower($2)",
-    )
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
+        "UPDATE auth.users SET email_verified = true, contact_version = contact_version + 1
+         WHERE username = $1 AND lower(email) = lower($2)
+         RETURNING {USER_COLUMNS}"
+    )))
     .bind(username)
     .bind(email)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Deletes the user `id`; its sessions, their refresh tokens and its verifications go with it

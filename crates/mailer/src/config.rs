@@ -5,7 +5,7 @@
 
 use std::{fmt, path::PathBuf, time::Duration};
 
-use platform::config::{RedisConfig, TelemetryConfig};
+use platform::config::{DatabaseConfig, RedisConfig, TelemetryConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +50,60 @@ pub struct Config {
     pub forget_idle_consumer_secs: u64,
     /// How long in-flight sends may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// PostgreSQL, for the `mailer.recipients` table (used when `recipients.enabled` or
+    /// `ledger.enabled`).
+    pub database: DatabaseConfig,
+    /// Keeping the recipients of "money received" emails from auth's user events.
+    pub recipients: RecipientsConfig,
+    /// The "you received money" email from the ledger-events stream.
+    pub ledger: LedgerConfig,
+}
+
+/// The recipients table: a consumer group of its own on the user-events stream, so the events it
+/// needs (`user.contact_updated`, `user.deleted`) reach it whatever the verification-email group
+/// does with them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecipientsConfig {
+    pub enabled: bool,
+    /// Its consumer group on `{prefix}events:users` (must differ from `group`).
+    pub group: String,
+}
+
+impl Default for RecipientsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            group: "mailer-recipients".into(),
+        }
+    }
+}
+
+/// "You received money": the mailer reads the ledger-events stream with a group of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LedgerConfig {
+    pub enabled: bool,
+    /// The stream; empty means `{prefix}events:ledger` (what the transfers service's relay writes).
+    pub stream: String,
+    /// The mailer's consumer group on it (the webhooks service has its own, `webhooks`). Created at
+    /// the stream's end (`$`): a first start sends nothing for events from before it.
+    pub group: String,
+    /// How long an event whose recipient the mailer does not know yet is looked at again (every
+    /// 500 ms; auth's events may arrive later than the ledger's) before it is skipped
+    /// (`mailer_events_skipped_total{reason="unknown_recipient"}`).
+    pub unknown_recipient_wait_ms: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            stream: String::new(),
+            group: "mailer".into(),
+            unknown_recipient_wait_ms: 10_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -76,6 +130,9 @@ impl Default for Config {
             stats_interval_ms: 5_000,
             forget_idle_consumer_secs: 24 * 3600,
             shutdown_grace_secs: 10,
+            database: DatabaseConfig::default(),
+            recipients: RecipientsConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }
@@ -196,7 +253,38 @@ impl Config {
         self.check_retries()?;
         self.check_stream()?;
         self.check_timeouts()?;
-        self.check_smtp()
+        self.check_smtp()?;
+        self.check_money_received()
+    }
+
+    /// The two groups of the "money received" email.
+    fn check_money_received(&self) -> Result<(), ConfigError> {
+        if self.recipients.enabled {
+            check(
+                !self.recipients.group.trim().is_empty() && self.recipients.group != self.group,
+                "recipients.group",
+                "must not be empty nor the verification emails' `group` (each group gets every \
+                 event once; sharing one would split the events between the two)",
+            )?;
+        }
+        if self.ledger.enabled {
+            check(
+                !self.ledger.group.trim().is_empty(),
+                "ledger.group",
+                "must not be empty",
+            )?;
+            check(
+                self.ledger.unknown_recipient_wait_ms <= 600_000,
+                "ledger.unknown_recipient_wait_ms",
+                "must be at most 600000",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether the mailer needs PostgreSQL (the recipients table).
+    pub fn uses_database(&self) -> bool {
+        self.recipients.enabled || self.ledger.enabled
     }
 
     /// The names and addresses the mailer works with.
@@ -335,6 +423,26 @@ impl Config {
     /// `{prefix}events:users:dead`: where events go after `max_attempts` failures.
     pub fn dead_letter_key(&self) -> String {
         format!("{}events:users:dead", self.redis.key_prefix)
+    }
+
+    /// `{prefix}events:users:recipients:dead`: user events the recipients table cannot take.
+    pub fn recipients_dead_letter_key(&self) -> String {
+        format!("{}events:users:recipients:dead", self.redis.key_prefix)
+    }
+
+    /// The ledger-events stream the "money received" email reads (`ledger.stream`, else
+    /// `{prefix}events:ledger`).
+    pub fn ledger_stream_key(&self) -> String {
+        if self.ledger.stream.trim().is_empty() {
+            format!("{}events:ledger", self.redis.key_prefix)
+        } else {
+            self.ledger.stream.trim().to_owned()
+        }
+    }
+
+    /// `{prefix}events:ledger:mailer:dead`: ledger events whose email could not be sent.
+    pub fn ledger_dead_letter_key(&self) -> String {
+        format!("{}events:ledger:mailer:dead", self.redis.key_prefix)
     }
 
     /// Per-event state: `sending:<consumer>:<token>` (a lease while one consumer sends) or `sent`.

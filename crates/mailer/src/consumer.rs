@@ -1,7 +1,8 @@
-//! The consumer-group loop: read user events (new ones with XREADGROUP, this consumer's own
+//! The consumer-group loop, one per stream the mailer reads (user events for verification emails,
+//! user events for the recipients table, ledger events for "money received"): read events (new ones with XREADGROUP, this consumer's own
 //! pending ones first after a (re)start, ones another consumer left pending with XAUTOCLAIM) and
-//! hand each to a task that delivers it
-//! ([`crate::domain::delivery`]), at most `read_count` at a time. Redis going away drops the
+//! hand each to a task that handles it
+//! ([`crate::domain::handle`]), at most `read_count` at a time. Redis going away drops the
 //! reader connection; it is made anew (and the group re-created if lost) with a capped backoff.
 
 use std::{
@@ -17,10 +18,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use crate::{
-    domain::{Mailer, delivery},
-    store,
-};
+use crate::{domain::Mailer, store};
 
 /// Runs the consumer until shutdown, then lets in-flight sends finish within
 /// `shutdown_grace_secs`. `client` makes the reader connection.
@@ -88,7 +86,7 @@ fn spawn_handler(
     };
     let mailer = mailer.clone();
     tasks.spawn(async move {
-        delivery::handle(&mailer, entry).await;
+        crate::domain::handle(&mailer, entry).await;
         drop((mark, permit));
     });
 }
@@ -290,6 +288,6 @@ async fn connect_reader(
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    store::create_group(&mut conn, &mailer.group.stream, &mailer.group.group).await?;
+    store::create_group(&mut conn, &mailer.group).await?;
     Ok(conn)
 }

@@ -1,5 +1,6 @@
-//! Builds the mailer from config and runs it until shutdown: the consumer loop, the stream gauges
-//! and the side HTTP port (`/healthz`, `/readyz` checks Redis, `/metrics`).
+//! Builds the mailer from config and runs it until shutdown: the consumer loops (verification
+//! emails; the recipients table and "money received" emails when enabled), the stream gauges and
+//! the side HTTP port (`/healthz`, `/readyz` checks Redis and, when used, PostgreSQL, `/metrics`).
 
 use std::sync::Arc;
 
@@ -7,7 +8,13 @@ use anyhow::Context;
 use platform::{Shutdown, http::Readiness};
 use tokio::net::TcpListener;
 
-use crate::{config::Config, consumer, domain::Mailer, stats, transport::Transport};
+use crate::{
+    config::Config,
+    consumer,
+    domain::{Mailer, Source},
+    stats,
+    transport::Transport,
+};
 
 pub async fn run(cfg: Config, http: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     cfg.validate()?;
@@ -15,23 +22,57 @@ pub async fn run(cfg: Config, http: TcpListener, shutdown: Shutdown) -> anyhow::
     let redis = platform::redis::pool(&cfg.redis).context("redis pool")?;
     platform::redis::check_at_start(&redis, &cfg.redis).await?;
     let reader = platform::redis::client(&cfg.redis)?;
+    let db = if cfg.uses_database() {
+        let db = platform::db::pool(&cfg.database).context("database pool")?;
+        platform::db::check_at_start(&db, &cfg.database).await?;
+        Some(db)
+    } else {
+        None
+    };
     let transport = Transport::from_config(&cfg.transport)?;
     tracing::info!(transport = ?cfg.transport, "mail transport ready");
-    let mailer = Arc::new(Mailer::new(
-        cfg,
-        redis.clone(),
-        transport,
-        shutdown.clone(),
-    )?);
+    let mut sources = vec![Source::Verification];
+    if cfg.recipients.enabled {
+        sources.push(Source::Recipients);
+    }
+    if cfg.ledger.enabled {
+        sources.push(Source::Ledger);
+    }
+    let mailers = sources
+        .into_iter()
+        .map(|source| {
+            let parts = (cfg.clone(), redis.clone(), db.clone(), transport.clone());
+            Mailer::for_source(parts.0, parts.1, parts.2, parts.3, shutdown.clone(), source)
+                .map(Arc::new)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mailer = mailers[0].clone(); // the verification emails': the gauges are its group's
     // the side port outlives the consumer's drain, answering /readyz 503 from SIGTERM on
     let drained = Shutdown::new();
-    let readiness = Readiness::new().redis(redis).leaving_on(shutdown.clone());
+    let mut readiness = Readiness::new().redis(redis).leaving_on(shutdown.clone());
+    if let Some(db) = &db {
+        readiness = readiness.postgres(db.clone());
+    }
     let http = platform::http::serve(http, platform::http::router(readiness), drained.clone());
     // aborted when `run` ends or is dropped (e.g. the task running it is aborted)
     let _stats = AbortOnDrop(tokio::spawn(stats::run(mailer.clone())));
     // The consumer is a future beside the HTTP server, not a spawned task: dropping `run` stops
     // it at once, like a killed process (its messages stay pending for another consumer).
-    let consume = consumer::run(mailer, reader);
+    // one loop per source, side by side; one that fails stops the others (through shutdown)
+    let consume = async {
+        let runs = mailers.into_iter().map(|m| async {
+            let r = consumer::run(m, reader.clone()).await;
+            if r.is_err() {
+                shutdown.trigger();
+            }
+            r
+        });
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<Vec<()>>>()
+            .map(|_| ())
+    };
     // If either half fails, stop the other too.
     let stop_on_error = |r: anyhow::Result<()>| {
         if r.is_err() {
@@ -45,6 +86,9 @@ pub async fn run(cfg: Config, http: TcpListener, shutdown: Shutdown) -> anyhow::
         consumed
     });
     platform::telemetry::flush().await; // spans still buffered for export
+    if let Some(db) = db {
+        db.close().await;
+    }
     h.and(c)
 }
 
@@ -61,7 +105,13 @@ pub fn describe_metrics() {
     );
     metrics::describe_counter!(
         "mailer_events_skipped_total",
-        "Entries acknowledged without sending: already sent (duplicate) or a type the mailer ignores"
+        "Entries acknowledged without sending, by reason: already sent (duplicate), a type the \
+         mailer ignores, or a credit that gets no money-received email (system_account, \
+         own_accounts, unknown_recipient, deleted_user, unverified, opted_out)"
+    );
+    metrics::describe_counter!(
+        "mailer_recipient_updates_total",
+        "User events applied to the recipients table, by outcome (written, stale, forgotten)"
     );
     metrics::describe_counter!(
         "mailer_stream_entries_lost_total",

@@ -11,15 +11,17 @@ use redis::{
     streams::{StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamInfoGroupsReply},
 };
 
-/// The user-events stream as this replica reads it: every group command names all three.
+/// A stream as this replica reads it: every group command names the first three.
 #[derive(Debug, Clone)]
 pub struct Group {
-    /// `{prefix}events:users`.
+    /// `{prefix}events:users` or `{prefix}events:ledger`.
     pub stream: String,
     /// The consumer group every mailer replica joins.
     pub group: String,
     /// This replica's name in the group.
     pub consumer: String,
+    /// Where a new group starts: `0` (everything in the stream) or `$` (only what comes next).
+    pub start: &'static str,
 }
 
 /// The two keys the mailer keeps per event (see `Config::event_state_key` / `attempts_key`).
@@ -31,19 +33,16 @@ pub struct EventKeys {
     pub attempts: String,
 }
 
-/// Creates the consumer group (and the stream) if missing; an existing group is fine. New groups
-/// start at the beginning of the stream, so events published before the first mailer started are
-/// sent too.
-pub async fn create_group(
-    conn: &mut MultiplexedConnection,
-    stream: &str,
-    group: &str,
-) -> RedisResult<()> {
+/// Creates the consumer group (and the stream) if missing; an existing group is fine. A new group
+/// starts at `group.start`: the user-events groups at the beginning of the stream (`0`), so events
+/// published before the first mailer started are sent too; the ledger group at its end (`$`), so
+/// a first start does not mail the ledger's history.
+pub async fn create_group(conn: &mut MultiplexedConnection, group: &Group) -> RedisResult<()> {
     let created: RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg("0")
+        .arg(&group.stream)
+        .arg(&group.group)
+        .arg(group.start)
         .arg("MKSTREAM")
         .query_async(conn)
         .await;

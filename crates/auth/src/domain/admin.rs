@@ -5,11 +5,15 @@
 use platform::token::Role;
 use sqlx::PgPool;
 
-use super::{AuthError, Hasher, User, users::SignUp};
+use super::{
+    AuthError, Hasher, User,
+    users::{SignUp, publish_contact},
+};
 use crate::store;
 
 /// Creates a user of any role with a verified email (the operator vouches for the address; no
-/// verification email is sent). The only way to create a banker.
+/// verification email is sent; the mailer gets its `user.contact_updated`). The only way to
+/// create a banker.
 pub async fn create_user(
     pool: &PgPool,
     username: &str,
@@ -20,9 +24,9 @@ pub async fn create_user(
 ) -> Result<User, AuthError> {
     let s = SignUp::parse(username, full_name, email, password)?;
     let hashed = Hasher::owasp()?.hash(&s.password).await?;
-    let mut conn = pool.acquire().await?;
-    store::insert_user(
-        &mut conn,
+    let mut tx = pool.begin().await?;
+    let user = store::insert_user(
+        &mut tx,
         &store::NewUser {
             username: s.username.as_str(),
             full_name: s.full_name.as_str(),
@@ -33,5 +37,9 @@ pub async fn create_user(
         },
     )
     .await
-    .map_err(AuthError::from_insert_user)
+    .map_err(AuthError::from_insert_user)?;
+    // the mailer learns the user like any other (its "money received" emails)
+    publish_contact(&mut tx, &user, None).await?;
+    tx.commit().await?;
+    Ok(user)
 }

@@ -77,6 +77,7 @@ pub async fn create_user(
         traceparent,
     )
     .await?;
+    publish_contact(&mut tx, &user, traceparent).await?;
     tx.commit().await?;
     tracing::info!(username = %user.username, "user signed up");
     Ok(user)
@@ -105,6 +106,31 @@ pub(crate) async fn send_verification(
         "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
     store::insert_outbox(conn, event_type, &payload, traceparent).await?;
+    Ok(())
+}
+
+/// The event type that tells the mailer a user's contact data as it is now.
+pub const CONTACT_UPDATED: &str = "user.contact_updated";
+
+/// Writes `user.contact_updated` with what the mailer keeps of `user` (event-carried state: it
+/// calls no service): the address, whether it is verified, the money-received preference, the
+/// name, and `contact_version`, by which the mailer keeps the newest. Called in the transaction
+/// of every change of those (sign-up, an update, a verification, the operator's create-user).
+pub(crate) async fn publish_contact(
+    conn: &mut PgConnection,
+    user: &User,
+    traceparent: Option<&str>,
+) -> Result<(), AuthError> {
+    let payload = json!({
+        "user_id": user.id,
+        "username": user.username,
+        "full_name": user.full_name,
+        "email": user.email,
+        "email_verified": user.email_verified,
+        "notify_money_received": user.notify_money_received,
+        "version": user.contact_version,
+    });
+    store::insert_outbox(conn, CONTACT_UPDATED, &payload, traceparent).await?;
     Ok(())
 }
 
@@ -141,6 +167,8 @@ pub struct Changes {
     pub full_name: Option<FullName>,
     pub email: Option<Email>,
     pub password: Option<Password>,
+    /// Whether the user wants the "you received money" email.
+    pub notify_money_received: Option<bool>,
 }
 
 impl Changes {
@@ -148,6 +176,7 @@ impl Changes {
         full_name: Option<&str>,
         email: Option<&str>,
         password: Option<&str>,
+        notify_money_received: Option<bool>,
     ) -> Result<Self, AuthError> {
         let mut v = Vec::new();
         let full_name = full_name.and_then(|s| collect(&mut v, FullName::parse(s)));
@@ -158,6 +187,7 @@ impl Changes {
                 full_name,
                 email,
                 password,
+                notify_money_received,
             })
         } else {
             Err(AuthError::Invalid(v))
@@ -167,7 +197,8 @@ impl Changes {
 
 /// Updates a user. A new email clears the verified flag and sends a new verification email; a new
 /// password revokes every other session of the user (the caller's own session stays when they
-/// change their own password).
+/// change their own password). A change of the name, the email or the money-received preference
+/// writes `user.contact_updated` for the mailer, in the same transaction.
 pub async fn update_user(
     auth: &Auth,
     caller: &Caller,
@@ -194,6 +225,7 @@ pub async fn update_user(
         changes.full_name.as_ref().map(FullName::as_str),
         new_email,
         hashed.as_deref(),
+        changes.notify_money_received,
     )
     .await
     .map_err(AuthError::from_insert_user)?;
@@ -216,6 +248,9 @@ pub async fn update_user(
         // from now on, so they stop moving money
         let open = store::list_open_sessions(&mut tx, &username).await?;
         sessions::publish_email_unverified(auth, &mut tx, &open).await?;
+    }
+    if user.contact_version != current.contact_version {
+        publish_contact(&mut tx, &user, traceparent).await?;
     }
     tx.commit().await?;
     Ok(user)

@@ -3,7 +3,10 @@
 use chrono::Utc;
 use platform::Caller;
 
-use super::{Auth, AuthError, secrets, users::send_verification};
+use super::{
+    Auth, AuthError, secrets,
+    users::{publish_contact, send_verification},
+};
 use crate::store;
 
 /// Marks the user verified. A wrong id or code is NOT_FOUND (indistinguishable); a used or
@@ -28,10 +31,12 @@ pub async fn verify_email(
     if v.expires_at <= Utc::now() {
         return Err(AuthError::VerificationExpired);
     }
-    if !store::mark_user_verified(&mut tx, &v.username, &v.email).await? {
+    let Some(user) = store::mark_user_verified(&mut tx, &v.username, &v.email).await? else {
         return Err(AuthError::VerificationSuperseded);
-    }
+    };
     store::mark_verification_used(&mut tx, v.id).await?;
+    // the mailer may write to this address from now on ("money received")
+    publish_contact(&mut tx, &user, None).await?;
     tx.commit().await?;
     Ok(v.username)
 }

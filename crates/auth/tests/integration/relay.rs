@@ -80,7 +80,8 @@ async fn sign_up_events_reach_the_stream_in_order_and_are_marked_published() {
     for name in ["ann", "bob", "cyd"] {
         app.sign_up(name).await;
     }
-    wait_for_stream_len(&app.redis, 3).await;
+    // each sign-up writes user.created and user.contact_updated
+    wait_for_stream_len(&app.redis, 6).await;
     wait_until_published(&app.db).await;
     let entries = stream(&app.redis).await;
     let ids: Vec<String> = entries.iter().map(|e| e.0.clone()).collect();
@@ -89,7 +90,14 @@ async fn sign_up_events_reach_the_stream_in_order_and_are_marked_published() {
         outbox_ids(&app.db).await,
         "stream order = outbox order"
     );
-    for ((_, kind, payload), name) in entries.iter().zip(["ann", "bob", "cyd"]) {
+    let kinds: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["user.created", "user.contact_updated"].repeat(3),
+        "each user's two events, user after user"
+    );
+    let created = entries.iter().filter(|e| e.1 == "user.created");
+    for ((_, kind, payload), name) in created.zip(["ann", "bob", "cyd"]) {
         assert_eq!(kind, "user.created");
         assert_eq!(payload["username"], name);
         assert_eq!(payload["email"], format!("{name}@example.com"));
@@ -142,7 +150,11 @@ async fn with_redis_unreachable_sign_up_succeeds_and_every_event_arrives_once_wh
     }
     // several retries happen meanwhile; nothing is lost or marked published
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(unpublished(&db).await, 3);
+    assert_eq!(
+        unpublished(&db).await,
+        6,
+        "user.created and user.contact_updated each"
+    );
     assert!(stream(&redis).await.is_empty());
     running
         .stop()
@@ -152,7 +164,7 @@ async fn with_redis_unreachable_sign_up_succeeds_and_every_event_arrives_once_wh
     // the same service, now pointed at the real Redis, catches up
     let cfg = test_config(&db, &redis, None);
     let running = test_support::spawn(move |l, s| auth::startup::run(cfg, l, s)).await;
-    wait_for_stream_len(&redis, 3).await;
+    wait_for_stream_len(&redis, 6).await;
     wait_until_published(&db).await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let ids: Vec<String> = stream(&redis).await.into_iter().map(|e| e.0).collect();
@@ -328,7 +340,7 @@ async fn the_requests_traceparent_travels_in_its_own_stream_field_not_in_the_pay
         .await
         .unwrap();
     app.sign_up("bob").await; // no trace context
-    wait_for_stream_len(&app.redis, 2).await;
+    wait_for_stream_len(&app.redis, 4).await; // user.created and user.contact_updated each
     let mut conn = app.redis.pool.get().await.unwrap();
     let reply: StreamRangeReply = redis::cmd("XRANGE")
         .arg(auth::relay::stream_key(&app.redis.prefix))
@@ -337,12 +349,14 @@ async fn the_requests_traceparent_travels_in_its_own_stream_field_not_in_the_pay
         .query_async(&mut *conn)
         .await
         .unwrap();
-    assert_eq!(
-        reply.ids[0].get::<String>("traceparent").as_deref(),
-        Some(tp)
-    );
-    assert_eq!(reply.ids[1].get::<String>("traceparent"), None);
-    for e in &reply.ids {
+    let created: Vec<_> = reply
+        .ids
+        .iter()
+        .filter(|e| e.get::<String>("event_type").as_deref() == Some("user.created"))
+        .collect();
+    assert_eq!(created[0].get::<String>("traceparent").as_deref(), Some(tp));
+    assert_eq!(created[1].get::<String>("traceparent"), None);
+    for e in created {
         let payload: serde_json::Value =
             serde_json::from_str(&e.get::<String>("payload").unwrap()).unwrap();
         let keys: Vec<&String> = payload.as_object().unwrap().keys().collect();

@@ -54,7 +54,17 @@ async fn sign_up_creates_an_unverified_depositor_a_verification_and_a_user_creat
     assert!(code.len() >= 32);
 
     let events = app.outbox("zoe").await;
-    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["user.created", "user.contact_updated"]
+    );
+    let contact = &events[1].1;
+    assert_eq!(contact["user_id"], user.id.as_str());
+    assert_eq!(contact["email"], "zoe@example.com");
+    assert_eq!(contact["email_verified"], false);
+    assert_eq!(contact["notify_money_received"], true);
+    assert_eq!(contact["version"], 1);
+    assert!(user.notify_money_received, "on by default");
     let (kind, payload) = &events[0];
     assert_eq!(kind, "user.created");
     assert_eq!(payload["username"], "zoe");
@@ -84,7 +94,10 @@ async fn duplicate_username_is_already_exists_and_writes_no_event() {
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-    assert_eq!(events, 1, "only the first sign-up wrote an event");
+    assert_eq!(
+        events, 2,
+        "only the first sign-up wrote its events (user.created, user.contact_updated)"
+    );
 }
 
 #[tokio::test]
@@ -329,9 +342,18 @@ async fn email_change_clears_the_verified_flag_and_sends_a_new_verification() {
     let events = app.outbox("ann").await;
     assert_eq!(
         events.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-        ["user.created", "user.email_changed"]
+        [
+            "user.created",
+            "user.contact_updated",
+            "user.email_changed",
+            "user.contact_updated"
+        ]
     );
-    assert_eq!(events[1].1["email"], "ann.new@example.org");
+    assert_eq!(events[2].1["email"], "ann.new@example.org");
+    // the mailer learns the new, unverified address
+    assert_eq!(events[3].1["email"], "ann.new@example.org");
+    assert_eq!(events[3].1["email_verified"], false);
+    assert_eq!(events[3].1["version"], 2);
 
     // taking someone else's address is refused
     app.sign_up("bob").await;
@@ -347,9 +369,91 @@ async fn email_change_clears_the_verified_flag_and_sends_a_new_verification() {
     assert_status(&err, Code::AlreadyExists, "email_taken");
     assert_eq!(
         app.outbox("ann").await.len(),
-        2,
+        4,
         "the failed change wrote no event"
     );
+}
+
+#[tokio::test]
+async fn update_user_turns_the_money_received_email_off_and_on_and_tells_the_mailer() {
+    let app = app().await;
+    let ann = app.user_session("ann").await;
+    let set = |on: bool| pb::UpdateUserRequest {
+        notify_money_received: Some(on),
+        ..update("me")
+    };
+    let user = app
+        .client()
+        .update_user(test_support::authed(set(false), &ann.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!user.notify_money_received);
+    let shown = app.get_user(&ann.access_token, "me").await.unwrap();
+    assert!(!shown.notify_money_received, "GetUser shows the preference");
+
+    // the same value again changes nothing and tells nobody; a password change neither
+    app.client()
+        .update_user(test_support::authed(set(false), &ann.access_token))
+        .await
+        .unwrap();
+    let req = pb::UpdateUserRequest {
+        password: Some("a brand new password".into()),
+        ..update("me")
+    };
+    app.client()
+        .update_user(test_support::authed(req, &ann.access_token))
+        .await
+        .unwrap();
+    let user = app
+        .client()
+        .update_user(test_support::authed(set(true), &ann.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(user.notify_money_received);
+
+    let contacts: Vec<serde_json::Value> = app
+        .outbox("ann")
+        .await
+        .into_iter()
+        .filter(|(k, _)| k == "user.contact_updated")
+        .map(|(_, p)| p)
+        .collect();
+    let seen: Vec<(bool, i64)> = contacts
+        .iter()
+        .map(|p| {
+            (
+                p["notify_money_received"].as_bool().unwrap(),
+                p["version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [(true, 1), (false, 2), (true, 3)]);
+    assert!(contacts.iter().all(|p| p["user_id"] == user.id.as_str()));
+}
+
+#[tokio::test]
+async fn verifying_the_address_tells_the_mailer_it_is_verified() {
+    let app = app().await;
+    app.sign_up("ann").await;
+    let (id, code): (i64, String) = sqlx::query_as(
+        "SELECT id, secret_code FROM auth.verify_emails WHERE username = 'ann' AND NOT used",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    app.client()
+        .verify_email(pb::VerifyEmailRequest {
+            email_id: id,
+            secret_code: code,
+        })
+        .await
+        .unwrap();
+    let (kind, last) = app.outbox("ann").await.pop().unwrap();
+    assert_eq!(kind, "user.contact_updated");
+    assert_eq!(last["email_verified"], true);
+    assert_eq!(last["version"], 2);
 }
 
 #[tokio::test]

@@ -143,6 +143,7 @@ async fn resend_writes_a_new_event_for_an_unverified_caller_and_is_rate_limited(
         kinds,
         [
             "user.created",
+            "user.contact_updated",
             "user.verification_resent",
             "user.verification_resent"
         ]

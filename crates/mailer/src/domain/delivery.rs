@@ -1,4 +1,6 @@
-//! The consumer-group loop: read user events, send each email once, acknowledge after success.
+//! Sending one email per event: once per success, acknowledged after it. The verification emails
+//! of user events start here ([`handle`]); the "money received" emails of ledger events
+//! ([`super::money`]) render their message and go through the same [`Delivery`].
 //!
 //! # How one event is handled
 //! 1. XREADGROUP (new messages) or XAUTOCLAIM (messages another consumer read but did not
@@ -45,7 +47,7 @@ use tracing::Instrument;
 
 use super::{
     dead_letter::dead_letter,
-    event::{self, Parsed, UserEvent},
+    event::{self, Parsed},
     mailer::Mailer,
     render,
 };
@@ -112,22 +114,31 @@ async fn handle_entry(
             ack(mailer, &entry.id).await
         }
         Ok(Parsed::Event(ev)) => {
-            let delivery = Delivery {
-                mailer,
-                entry,
-                keys: mailer.event_keys(&ev.event_id),
-                event: &ev,
+            let delivery = Delivery::new(mailer, entry, &ev.event_id, ev.event_type.as_str());
+            let message = match render::render(&mailer.cfg.public_base_url, &mailer.from, &ev) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %e, "event cannot be rendered; dead-lettering it");
+                    return delivery
+                        .dead_letter(&e.to_string(), 0, "unrenderable")
+                        .await;
+                }
             };
-            delivery.run().await
+            delivery.run(message, domain_of(&ev.payload.email)).await
         }
     }
 }
 
-/// One event being delivered: its stream entry, the parsed event and its Redis keys.
-struct Delivery<'a> {
+/// The domain of an address, for logs (the address itself is personal data).
+pub(crate) fn domain_of(email: &str) -> &str {
+    email.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+/// One event being delivered: its stream entry, its type and its Redis keys.
+pub(crate) struct Delivery<'a> {
     mailer: &'a Mailer,
     entry: &'a StreamId,
-    event: &'a UserEvent,
+    event_type: &'static str,
     keys: EventKeys,
 }
 
@@ -154,18 +165,25 @@ enum Begin {
     LostRace,
 }
 
-impl Delivery<'_> {
-    /// Renders the email, then attempts it until it is sent, dead-lettered or left to another
-    /// consumer.
-    async fn run(&self) -> anyhow::Result<()> {
+impl<'a> Delivery<'a> {
+    pub(crate) fn new(
+        mailer: &'a Mailer,
+        entry: &'a StreamId,
+        event_id: &str,
+        event_type: &'static str,
+    ) -> Self {
+        Self {
+            mailer,
+            entry,
+            event_type,
+            keys: mailer.event_keys(event_id),
+        }
+    }
+
+    /// Attempts `message` until it is sent, dead-lettered or left to another consumer.
+    /// `to_domain` names the recipient's domain in the log line of the send.
+    pub(crate) async fn run(&self, message: Message, to_domain: &str) -> anyhow::Result<()> {
         let mailer = self.mailer;
-        let message = match render::render(&mailer.cfg.public_base_url, &mailer.from, self.event) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "event cannot be rendered; dead-lettering it");
-                return self.dead_letter(&e.to_string(), 0, "unrenderable").await;
-            }
-        };
         let mut lost_races = 0;
         loop {
             let lease = mailer.new_lease();
@@ -178,7 +196,7 @@ impl Delivery<'_> {
                 Begin::LostRace | Begin::Done => return Ok(()),
             };
             let Err(e) = self.send(message.clone()).await else {
-                self.sent(attempt).await;
+                self.sent(attempt, to_domain).await;
                 return Ok(());
             };
             if !self.failed(&lease, attempt, e).await? {
@@ -257,7 +275,7 @@ impl Delivery<'_> {
 
     /// One send, as the `mailer.send_email` client span.
     async fn send(&self, message: Message) -> Result<(), SendError> {
-        let event_type = self.event.event_type.as_str();
+        let event_type = self.event_type;
         let send_span = tracing::info_span!(
             "smtp",
             otel.name = "mailer.send_email",
@@ -271,17 +289,11 @@ impl Delivery<'_> {
             .await
     }
 
-    async fn sent(&self, attempt: u32) {
-        let event_type = self.event.event_type.as_str();
+    async fn sent(&self, attempt: u32, to_domain: &str) {
+        let event_type = self.event_type;
         metrics::counter!("emails_sent_total", "event_type" => event_type).increment(1);
         // the address itself stays out of logs (personal data); the domain helps with
         // delivery problems
-        let to_domain = self
-            .event
-            .payload
-            .email
-            .rsplit_once('@')
-            .map_or("", |(_, d)| d);
         tracing::info!(attempt, to_domain, "email sent");
         record_sent_until_it_lands(self.mailer, &self.entry.id, &self.keys).await;
     }
@@ -291,7 +303,7 @@ impl Delivery<'_> {
     async fn failed(&self, lease: &str, attempt: u32, e: SendError) -> anyhow::Result<bool> {
         let mailer = self.mailer;
         let error = e.to_string();
-        let event_type = self.event.event_type.as_str();
+        let event_type = self.event_type;
         metrics::counter!("emails_failed_total", "event_type" => event_type).increment(1);
         tracing::warn!(attempt, max_attempts = mailer.cfg.max_attempts, error = %error, "send failed");
         let mut conn = mailer.pool.get().await?;
@@ -307,7 +319,7 @@ impl Delivery<'_> {
         Ok(wait_backoff(mailer, &self.entry.id, mailer.cfg.backoff(attempt)).await)
     }
 
-    async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         error: &str,
         attempts: u32,
@@ -381,7 +393,7 @@ async fn heartbeat(mailer: &Mailer, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn ack(mailer: &Mailer, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn ack(mailer: &Mailer, id: &str) -> anyhow::Result<()> {
     let mut conn = mailer.pool.get().await?;
     store::ack_message(&mut conn, &mailer.group, id).await?;
     Ok(())

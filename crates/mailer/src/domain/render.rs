@@ -1,4 +1,5 @@
-//! Renders the verification email (plain text + HTML) for a user event.
+//! Renders the emails (plain text + HTML): the verification email of a user event and the
+//! "you received money" email of a crediting ledger event.
 //!
 //! The link is `{public_base_url}/v1/verify_email?email_id=..&secret_code=..` (the VerifyEmail
 //! RPC's HTTP rule on the gateway); the base URL always comes from config.
@@ -8,7 +9,10 @@ use lettre::{
     message::{Body, Mailbox, MultiPart, header::ContentTransferEncoding},
 };
 
-use super::event::{EventType, UserEvent};
+use super::{
+    event::{EventType, UserEvent},
+    money::Transfer,
+};
 
 /// An event whose contents cannot make an email (e.g. a malformed recipient address). Retrying
 /// does not help: the event is dead-lettered at once.
@@ -66,6 +70,90 @@ pub fn render(
         .subject(subject)
         .multipart(MultiPart::alternative_plain_html(body(text), body(html)))
         .map_err(|e| RenderError::Build(e.to_string()))
+}
+
+/// The "you received money" email to `to` (name, address) for `t`. The description is the
+/// payer's text: escaped in HTML, cut to 200 characters.
+pub fn render_money_received(
+    public_base_url: &str,
+    from: &Mailbox,
+    to: (&str, &str),
+    t: &Transfer,
+) -> Result<Message, RenderError> {
+    let (name, email) = (to.0.trim(), to.1);
+    let to_addr = email.parse().map_err(|_| RenderError::BadRecipient)?;
+    let to = Mailbox::new((!name.is_empty()).then(|| name.to_owned()), to_addr);
+    let amount = format_amount(t.amount, &t.currency);
+    let account = t.to_account_id;
+    let description: Option<String> = t
+        .description
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.chars().filter(|c| !c.is_control()).take(200).collect());
+    let settings = format!("{}/v1/users/me", public_base_url.trim_end_matches('/'));
+    let greeting = if name.is_empty() { "there" } else { name };
+    let reference = match &description {
+        Some(d) => format!("\nReference: {d}"),
+        None => String::new(),
+    };
+    let text = format!(
+        "Hello {greeting},\n\nYou received {amount} in your account {account}.{reference}\n\
+         Transfer: {id}\n\nDo not want these emails? Turn them off with \
+         PATCH {settings} {{\"notify_money_received\": false}}.\n",
+        id = t.id,
+    );
+    let html_reference = match &description {
+        Some(d) => format!("<p>Reference: {}</p>\n", html_escape(d)),
+        None => String::new(),
+    };
+    let html = format!(
+        "<!doctype html>\n<html><body style=\"font-family: sans-serif\">\n<p>Hello {name},</p>\n\
+         <p>You received <strong>{amount}</strong> in your account {account}.</p>\n\
+         {html_reference}<p style=\"color:#555\">Transfer: {id}</p>\n\
+         <p style=\"color:#555\">Do not want these emails? Turn them off with PATCH {settings} \
+         {{&quot;notify_money_received&quot;: false}}.</p>\n</body></html>\n",
+        name = html_escape(greeting),
+        amount = html_escape(&amount),
+        id = t.id,
+        settings = html_escape(&settings),
+    );
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(format!("You received {amount}"))
+        .multipart(MultiPart::alternative_plain_html(body(text), body(html)))
+        .map_err(|e| RenderError::Build(e.to_string()))
+}
+
+/// Digits after the decimal point of a currency's minor unit (ISO 4217): 0 for the yen and the
+/// other currencies without a minor unit, 3 for the dinars and rials that have thousandths, else 2.
+pub fn currency_exponent(currency: &str) -> u32 {
+    match currency.to_ascii_uppercase().as_str() {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+/// `amount` minor units of `currency` as text: `2500, "USD"` → `25.00 USD`, `500, "JPY"` →
+/// `500 JPY`. Exact (integer arithmetic), for any i64.
+pub fn format_amount(amount: i64, currency: &str) -> String {
+    let exp = currency_exponent(currency);
+    let sign = if amount < 0 { "-" } else { "" };
+    let abs = amount.unsigned_abs();
+    let code = currency.to_ascii_uppercase();
+    if exp == 0 {
+        return format!("{sign}{abs} {code}");
+    }
+    let unit = 10u64.pow(exp);
+    format!(
+        "{sign}{}.{:0width$} {code}",
+        abs / unit,
+        abs % unit,
+        width = exp as usize
+    )
 }
 
 /// The subject and the first sentence of each email.
@@ -212,6 +300,44 @@ mod tests {
         let raw = String::from_utf8(msg.formatted()).unwrap();
         assert!(raw.contains("<p>Hello Al &lt;b&gt;,</p>"), "{raw}");
         assert!(raw.contains("Subject: Confirm your new email address"));
+    }
+
+    #[test]
+    fn amounts_use_the_currencys_minor_unit() {
+        assert_eq!(format_amount(2500, "USD"), "25.00 USD");
+        assert_eq!(format_amount(7, "eur"), "0.07 EUR");
+        assert_eq!(format_amount(500, "JPY"), "500 JPY");
+        assert_eq!(format_amount(1234, "KWD"), "1.234 KWD");
+        assert_eq!(format_amount(-150, "GBP"), "-1.50 GBP");
+        assert_eq!(format_amount(i64::MIN, "USD"), "-92233720368547758.08 USD");
+    }
+
+    #[test]
+    fn the_money_email_names_the_amount_the_account_and_the_escaped_reference() {
+        let from: Mailbox = "no-reply@example.com".parse().unwrap();
+        let t = Transfer {
+            id: 9001,
+            to_account_id: 57,
+            amount: 2500,
+            currency: "USD".into(),
+            description: Some("order <1234>".into()),
+        };
+        let msg = render_money_received(
+            "https://api.example.com",
+            &from,
+            ("Bea", "bea@example.com"),
+            &t,
+        )
+        .unwrap();
+        let raw = String::from_utf8(msg.formatted()).unwrap();
+        assert!(raw.contains("Subject: You received 25.00 USD"), "{raw}");
+        assert!(raw.contains("To: Bea <bea@example.com>"), "{raw}");
+        assert!(
+            raw.contains("You received 25.00 USD in your account 57."),
+            "{raw}"
+        );
+        assert!(raw.contains("Reference: order &lt;1234&gt;"), "{raw}");
+        assert!(raw.contains("Transfer: 9001"), "{raw}");
     }
 
     #[test]

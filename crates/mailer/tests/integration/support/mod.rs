@@ -7,8 +7,10 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use mailer::config::{Config, SmtpTls, TransportConfig, TransportKind};
-use test_support::{Running, TestRedis};
+use mailer::config::{
+    Config, LedgerConfig, RecipientsConfig, SmtpTls, TransportConfig, TransportKind,
+};
+use test_support::{Running, TestDb, TestRedis};
 use tokio::net::TcpListener;
 
 pub use test_support::smtp::{BASE_URL, SmtpSink, eventually, link_in};
@@ -38,7 +40,30 @@ pub fn smtp_config(redis: &TestRedis, sink: &SmtpSink, consumer: &str) -> Config
         block_ms: 200,
         stats_interval_ms: 200,
         shutdown_grace_secs: 5,
+        // the verification emails alone: no database (see `money_config`)
+        recipients: RecipientsConfig {
+            enabled: false,
+            ..RecipientsConfig::default()
+        },
+        ledger: LedgerConfig {
+            enabled: false,
+            ..LedgerConfig::default()
+        },
         ..Config::default()
+    }
+}
+
+/// `smtp_config` with the recipients table in `db` and the "money received" emails on; an
+/// unknown recipient is waited for 1 s.
+pub fn money_config(redis: &TestRedis, db: &TestDb, sink: &SmtpSink, consumer: &str) -> Config {
+    Config {
+        database: db.config(),
+        recipients: RecipientsConfig::default(),
+        ledger: LedgerConfig {
+            unknown_recipient_wait_ms: 1_000,
+            ..LedgerConfig::default()
+        },
+        ..smtp_config(redis, sink, consumer)
     }
 }
 

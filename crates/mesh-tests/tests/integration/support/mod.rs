@@ -151,6 +151,7 @@ impl Mesh {
     pub async fn start_mailer(&self, mail_dir: std::path::PathBuf) -> Running {
         let cfg = mailer::config::Config {
             redis: self.redis.config(),
+            database: self.db.config(), // its recipients table
             consumer_name: "mesh-mailer".into(),
             transport: mailer::config::TransportConfig {
                 kind: mailer::config::TransportKind::File,

@@ -31,6 +31,15 @@ pub fn smtp_config(redis: &TestRedis, sink: &SmtpSink, consumer: &str) -> Config
         block_ms: 200,
         stats_interval_ms: 200,
         shutdown_grace_secs: 5,
+        // verification emails only (no database); money_received_end_to_end turns these on
+        recipients: mailer::config::RecipientsConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        ledger: mailer::config::LedgerConfig {
+            enabled: false,
+            ..Default::default()
+        },
         ..Config::default()
     }
 }
