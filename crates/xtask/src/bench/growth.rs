@@ -101,7 +101,16 @@ pub(crate) async fn run(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
                 "reads/s (all three)",
                 r["transfers_per_s"].as_f64().unwrap_or(0.0),
             );
-            phase.push("Reconcile ms", reconcile(ctx).await?);
+            // the RPC's default: incremental, over what was written since the previous run (the
+            // round's transfers; the first large round: the whole preload)
+            phase.push("Reconcile ms (RPC, incremental)", reconcile(ctx).await?);
+            // the CLI (process start and one connection included): the full check, then
+            // incremental again right after it (the floor: nothing new since)
+            phase.push("Reconcile ms (CLI --full)", reconcile_cli(ctx, true).await?);
+            phase.push(
+                "Reconcile ms (CLI, incremental, nothing new)",
+                reconcile_cli(ctx, false).await?,
+            );
         }
         phases.push((label, phase));
     }
@@ -113,6 +122,29 @@ pub(crate) async fn run(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
         serde_json::to_vec_pretty(&phases)?,
     )?;
     Ok(())
+}
+
+/// `transfers reconcile [--full]` against the bench database: wall-clock milliseconds.
+async fn reconcile_cli(ctx: &Ctx<'_>, full: bool) -> anyhow::Result<f64> {
+    let mut cmd = tokio::process::Command::new(ctx.bin_dir.join("transfers"));
+    cmd.arg("reconcile")
+        .env("TXN_DATABASE__URL", &ctx.args.database_url)
+        .env("TRANSFERS_DATABASE__URL", &ctx.args.database_url)
+        .env("TRANSFERS_TELEMETRY__LOG_FORMAT", "json");
+    if full {
+        cmd.arg("--full");
+    }
+    let t0 = Instant::now();
+    let out = cmd.output().await?;
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(
+        out.status.success(),
+        "transfers reconcile{} failed: {}{}",
+        if full { " --full" } else { "" },
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(ms)
 }
 
 /// Preloads `count` transfers in chunks, then VACUUM ANALYZE of the ledger tables (as autovacuum
