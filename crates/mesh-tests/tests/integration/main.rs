@@ -18,6 +18,9 @@
 //!   password change), through auth's outbox, its relay and every service's in-memory list;
 //! - `user_removal`: a removed user's tokens stop moving money within 2 s, and a new user with
 //!   the freed username sees none of the old user's accounts (which stay, for a banker);
+//! - `money_received_end_to_end`: two users signed up and verified through auth and the mailer,
+//!   a deposit and a transfer through accounts and transfers (ledger relay on): the credited user
+//!   gets one "You received" email; turned off over HTTP through the gateway, no more;
 //! - `webhooks_end_to_end`: a transfer through accounts and transfers (its ledger-events relay
 //!   on) reaches a receiver once, signed, with its event id, through the webhooks service;
 //! - `tls`: the mesh against a TLS-only PostgreSQL and a TLS Redis (throwaway servers the test
@@ -35,6 +38,7 @@ mod journey;
 mod logs;
 mod mailer_end_to_end;
 mod metrics;
+mod money_received_end_to_end;
 mod revocation;
 mod tls;
 mod tracing;
