@@ -405,3 +405,86 @@ async fn a_thousand_items_land_in_a_few_group_commits_and_the_ledger_balances() 
     assert!(report.ok, "{:?}", report.violations);
     assert_eq!(app.total("USD").await, 0);
 }
+
+/// Transfers/s of 32 closed-loop clients for 4 s, each call a bulk request of `items` (0: the
+/// single CreateTransfer), from the client's own account to others drawn over the set.
+async fn transfers_per_second(app: &App, accounts: &[(i64, String)], items: usize) -> f64 {
+    let stop = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let mut tasks = Vec::new();
+    for c in 0..32 {
+        let client = app.client.clone();
+        let accounts = accounts.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut client = client;
+            let (mut moved, mut call) = (0u64, 0usize);
+            let (from, token) = accounts[c % accounts.len()].clone();
+            while std::time::Instant::now() < stop {
+                call += 1;
+                let to = |k: usize| {
+                    accounts[(c + 1 + (call * 31 + k * 7) % (accounts.len() - 1)) % accounts.len()]
+                        .0
+                };
+                if items == 0 {
+                    let request = item(&uuid::Uuid::new_v4().to_string(), from, to(0), 1);
+                    if client
+                        .create_transfer(authed(request, &token))
+                        .await
+                        .is_ok()
+                    {
+                        moved += 1;
+                    }
+                } else {
+                    let batch = (0..items)
+                        .map(|k| item(&uuid::Uuid::new_v4().to_string(), from, to(k), 1))
+                        .collect();
+                    if let Ok(r) = client
+                        .create_transfers(authed(CreateTransfersRequest { items: batch }, &token))
+                        .await
+                    {
+                        let results = r.into_inner().results;
+                        moved += results
+                            .iter()
+                            .filter(|r| matches!(r.outcome, Some(Outcome::Result(_))))
+                            .count() as u64;
+                    }
+                }
+            }
+            moved
+        }));
+    }
+    let mut moved = 0;
+    for t in tasks {
+        moved += t.await.unwrap();
+    }
+    moved as f64 / 4.0
+}
+
+/// A manual probe, in-process and without the gateway (the real figures come from `cargo xtask
+/// bench`, scenario `ours grpc-direct bulk`):
+///
+/// ```text
+/// cargo test -p transfers --test integration -- --ignored --nocapture bulk::probe
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a manual probe"]
+async fn probe_bulk_against_single_transfers() {
+    let app = App::start().await;
+    let mut accounts = Vec::new();
+    for i in 0..200 {
+        let owner = format!("probe_{i}");
+        let id = app.open(&owner, "USD").await;
+        app.deposit(id, 1_000_000, "USD").await;
+        accounts.push((id, app.token(&owner)));
+    }
+    for items in [0, 100] {
+        let tps = transfers_per_second(&app, &accounts, items).await;
+        let call = if items == 0 {
+            "CreateTransfer".to_owned()
+        } else {
+            format!("CreateTransfers of {items}")
+        };
+        println!("32 clients, {call:<26} {tps:7.0} transfers/s");
+    }
+    let report = app.reconcile().await;
+    assert!(report.ok, "{:?}", report.violations);
+}
