@@ -16,11 +16,6 @@
 --   before its credit entry, as before.
 -- * Whether a locked transfer row is named by a hold item or a reverse item is answered by the
 --   locking query (hashed subplans), not by `= ANY (p_hold_ids)` per row.
--- * `SET plan_cache_mode = force_generic_plan` on the function: its statements take arrays whose
---   length the planner sees in a custom plan, so the plan cache kept choosing custom plans and
---   planned most statements again on every call (planning was 16 % of a one-transfer call's CPU).
---   The generic plans are the same index probes and hash joins; the setting holds while the
---   function runs (and the triggers it fires) and is restored when it returns.
 --
 -- The outbox trigger on ledger.transfers becomes statement-level: one INSERT ... SELECT over the
 -- statement's new rows (transition table `new_transfers`) writes the same events as the row
@@ -81,11 +76,7 @@ CREATE OR REPLACE FUNCTION ledger.transfer_batch(
     original_reversed_amount  bigint,
     replayed                  boolean
 )
-LANGUAGE plpgsql
--- generic plans for every statement of the function (see the header): planned once per session,
--- not again on every call
-SET plan_cache_mode = force_generic_plan
-AS $$
+LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     item_count                  integer := coalesce(array_length(p_operations, 1), 0);
