@@ -62,6 +62,14 @@ const LEASE_MARGIN_MS: u64 = 5_000;
 /// Handles one entry; Redis errors leave it pending (it is reclaimed and retried later).
 pub async fn handle(mailer: &Mailer, entry: StreamId) {
     let parsed = event::parse(|k| entry.get::<String>(k));
+    if matches!(parsed, Ok(Parsed::Ignored { .. })) {
+        // no email: no span in the trace of the request that wrote it (a sign-up's
+        // `user.contact_updated` is for the recipients table, not for this group)
+        if let Err(e) = handle_entry(mailer, &entry, parsed).await {
+            tracing::warn!(stream_id = %entry.id, error = %e, "could not acknowledge a skipped event; the message stays pending");
+        }
+        return;
+    }
     let span = tracing::info_span!(
         "mailer.event",
         stream_id = %entry.id,

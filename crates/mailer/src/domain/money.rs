@@ -36,9 +36,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{
-    Mailer,
     dead_letter::dead_letter,
     delivery::{Delivery, ack, domain_of},
+    mailer::Mailer,
     render,
 };
 use crate::db::{self, Recipient};
@@ -198,7 +198,13 @@ async fn handle_entry(mailer: &Mailer, entry: &StreamId) -> anyhow::Result<()> {
         &mailer.cfg.public_base_url,
         &mailer.from,
         (name, email),
-        &credit.transfer,
+        &render::Credited {
+            id: credit.transfer.id,
+            to_account_id: credit.transfer.to_account_id,
+            amount: credit.transfer.amount,
+            currency: &credit.transfer.currency,
+            description: credit.transfer.description.as_deref(),
+        },
     ) {
         Ok(m) => m,
         Err(e) => {

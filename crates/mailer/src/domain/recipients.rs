@@ -11,7 +11,7 @@ use redis::streams::StreamId;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Mailer, dead_letter::dead_letter, delivery::ack};
+use super::{dead_letter::dead_letter, delivery::ack, mailer::Mailer};
 use crate::db::{self, Contact};
 
 /// The event types this consumer acts on.

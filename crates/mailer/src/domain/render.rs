@@ -9,10 +9,7 @@ use lettre::{
     message::{Body, Mailbox, MultiPart, header::ContentTransferEncoding},
 };
 
-use super::{
-    event::{EventType, UserEvent},
-    money::Transfer,
-};
+use super::event::{EventType, UserEvent};
 
 /// An event whose contents cannot make an email (e.g. a malformed recipient address). Retrying
 /// does not help: the event is dead-lettered at once.
@@ -72,22 +69,35 @@ pub fn render(
         .map_err(|e| RenderError::Build(e.to_string()))
 }
 
+/// What the "you received money" email says: the credit's transfer row, as far as it is told.
+#[derive(Debug, Clone)]
+pub struct Credited<'a> {
+    /// The transfer's id.
+    pub id: i64,
+    /// The credited account.
+    pub to_account_id: i64,
+    /// Minor units of `currency`.
+    pub amount: i64,
+    pub currency: &'a str,
+    /// The payer's description, if any.
+    pub description: Option<&'a str>,
+}
+
 /// The "you received money" email to `to` (name, address) for `t`. The description is the
 /// payer's text: escaped in HTML, cut to 200 characters.
 pub fn render_money_received(
     public_base_url: &str,
     from: &Mailbox,
     to: (&str, &str),
-    t: &Transfer,
+    t: &Credited<'_>,
 ) -> Result<Message, RenderError> {
     let (name, email) = (to.0.trim(), to.1);
     let to_addr = email.parse().map_err(|_| RenderError::BadRecipient)?;
     let to = Mailbox::new((!name.is_empty()).then(|| name.to_owned()), to_addr);
-    let amount = format_amount(t.amount, &t.currency);
+    let amount = format_amount(t.amount, t.currency);
     let account = t.to_account_id;
     let description: Option<String> = t
         .description
-        .as_deref()
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .map(|d| d.chars().filter(|c| !c.is_control()).take(200).collect());
@@ -315,12 +325,12 @@ mod tests {
     #[test]
     fn the_money_email_names_the_amount_the_account_and_the_escaped_reference() {
         let from: Mailbox = "no-reply@example.com".parse().unwrap();
-        let t = Transfer {
+        let t = Credited {
             id: 9001,
             to_account_id: 57,
             amount: 2500,
-            currency: "USD".into(),
-            description: Some("order <1234>".into()),
+            currency: "USD",
+            description: Some("order <1234>"),
         };
         let msg = render_money_received(
             "https://api.example.com",

@@ -116,6 +116,7 @@ async fn the_mesh_runs_over_tls_and_its_health_follows_the_database() {
     let mail_dir = std::env::temp_dir().join(format!("tls-mail-{}", uuid::Uuid::new_v4().simple()));
     let mailer_cfg = mailer::config::Config {
         redis: redis(&redis_server),
+        database: database(&pg), // its recipients table, over TLS too
         consumer_name: "tls-mailer".into(),
         transport: mailer::config::TransportConfig {
             kind: mailer::config::TransportKind::File,
