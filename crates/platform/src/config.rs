@@ -91,7 +91,7 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// After SIGTERM, how long the servers keep accepting new calls while health says NOT_SERVING
     /// (and `/readyz` 503), so load balancers move away before the listener closes (0..=60_000,
-    /// below the grace, which it counts in). A shutdown begun in process (a test) skips it.
+    /// below the grace, which it counts in). SIGINT and a shutdown begun in process skip it.
     pub shutdown_delay_ms: u64,
     /// How often the readiness checks (database, Redis) run to set the gRPC health status.
     pub health_check_interval_ms: u64,

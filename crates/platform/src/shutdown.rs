@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Default, Debug)]
 pub struct Shutdown {
     token: CancellationToken,
-    /// Set when the shutdown came from outside (SIGTERM, SIGINT, or [`Shutdown::signal`]): the
+    /// Set when the shutdown came from an orchestrator (SIGTERM, or [`Shutdown::signal`]): the
     /// servers then keep accepting for `server.shutdown_delay_ms` while health says NOT_SERVING,
     /// so load balancers move away first (see [`Shutdown::stop_accepting`]).
     signalled: Arc<AtomicBool>,
@@ -25,14 +25,23 @@ impl Shutdown {
         Self::default()
     }
 
-    /// A `Shutdown` that fires on SIGTERM or SIGINT (Ctrl-C).
+    /// A `Shutdown` that fires on SIGTERM (an orchestrator's: [`Shutdown::signal`], with the
+    /// delay for load balancers) or SIGINT (Ctrl-C at a terminal, where no load balancer waits:
+    /// [`Shutdown::trigger`]).
     pub fn on_signals() -> Self {
         let s = Self::new();
         let trigger = s.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown signal received; draining");
-            trigger.signal();
+            let from_orchestrator = wait_for_signal().await;
+            tracing::info!(
+                sigterm = from_orchestrator,
+                "shutdown signal received; draining"
+            );
+            if from_orchestrator {
+                trigger.signal();
+            } else {
+                trigger.trigger();
+            }
         });
         s
     }
@@ -84,7 +93,8 @@ impl Shutdown {
     }
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM (`true`) or SIGINT (`false`).
+async fn wait_for_signal() -> bool {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -93,17 +103,18 @@ async fn wait_for_signal() {
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for SIGTERM");
                 let _ = tokio::signal::ctrl_c().await;
-                return;
+                return false;
             }
         };
         tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => true,
+            _ = tokio::signal::ctrl_c() => false,
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        false
     }
 }
 
