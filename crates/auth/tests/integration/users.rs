@@ -585,3 +585,37 @@ async fn a_nul_byte_in_a_text_field_is_invalid_argument_not_a_database_error() {
         .unwrap_err();
     refused(status, "secret_code");
 }
+
+#[tokio::test]
+async fn the_migration_tells_the_mailer_of_every_user_that_existed_before_it() {
+    let db = test_support::TestDb::new().await;
+    // the schema as it was before 20261202000800, with a user in it
+    platform::db::migrate_down(&db.pool, 20261202000500)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO auth.users (username, full_name, email, hashed_password, email_verified)
+         VALUES ('old', 'Old Timer', 'old@example.com', 'x', true)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    platform::db::migrate(&db.pool).await.unwrap();
+    let events: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT event_type, payload FROM auth.outbox ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM auth.users WHERE username = 'old'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "user.contact_updated");
+    let p = &events[0].1;
+    assert_eq!(p["user_id"], id.to_string());
+    assert_eq!(p["email"], "old@example.com");
+    assert_eq!(p["email_verified"], true);
+    assert_eq!(p["notify_money_received"], true);
+    assert_eq!(p["version"], 1);
+}
