@@ -902,12 +902,22 @@ async fn http_get(url: &str) -> Option<String> {
     Some(body.to_owned())
 }
 
+/// VACUUMs the accounts (the hot row's dead versions) and ANALYZEs the tables that grow with
+/// every transfer. The ANALYZE matters as much: with autovacuum off nothing else updates their
+/// statistics, and a connection keeps the plans it cached for `ledger.transfer_batch` while the
+/// tables were empty (sequential scans of `ledger.transfers` and `ledger.idempotency_keys`)
+/// until a statistics change invalidates them; the instance whose connections did the setup then
+/// paid a scan of the whole ledger per call, growing with the run (issue 18, docs/benchmarks.md).
 async fn vacuum_accounts(database_url: &str) -> anyhow::Result<()> {
     let pool = sqlx::PgPool::connect(database_url).await?;
     sqlx::query("VACUUM (ANALYZE) ledger.accounts")
         .execute(&pool)
         .await
         .context("VACUUM ledger.accounts")?;
+    sqlx::query("ANALYZE ledger.transfers, ledger.idempotency_keys, ledger.entries")
+        .execute(&pool)
+        .await
+        .context("ANALYZE the ledger tables")?;
     pool.close().await;
     Ok(())
 }
