@@ -362,7 +362,7 @@ impl IntoResponse for GatewayError {
 
 /// Whether a transport failure proves the request never reached the upstream:
 /// - the connection could not be made (tonic's `ConnectError` in the chain), or the channel was
-///   not ready to take the call (`upstream::NotSent`);
+///   not ready to take the call (`NotSent`);
 /// - hyper never handed the request to the connection (`is_canceled`: "connection was not ready",
 ///   or the connection closed with the request still queued);
 /// - the upstream's graceful GOAWAY (NO_ERROR) covered it: h2 gives that error only to streams
@@ -375,7 +375,7 @@ impl IntoResponse for GatewayError {
 pub(crate) fn never_sent(status: &tonic::Status) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = cause {
-        if e.is::<tonic::ConnectError>() || e.is::<crate::upstream::NotSent>() {
+        if e.is::<tonic::ConnectError>() || e.is::<NotSent>() {
             return true;
         }
         if let Some(e) = e.downcast_ref::<hyper::Error>()
@@ -441,6 +441,23 @@ fn snake(code: Code) -> String {
         out.push(c.to_ascii_lowercase());
     }
     out
+}
+
+/// The channel could not take the call (its connection failed before the request was handed to
+/// it): the request was certainly not sent.
+#[derive(Debug)]
+pub(crate) struct NotSent(pub(crate) tonic::codegen::StdError);
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upstream not ready: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotSent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
 }
 
 #[cfg(test)]

@@ -135,23 +135,6 @@ pub async fn unary(
     }
 }
 
-/// The channel could not take the call (its connection failed before the request was handed to
-/// it): the request was certainly not sent.
-#[derive(Debug)]
-pub(crate) struct NotSent(tonic::codegen::StdError);
-
-impl std::fmt::Display for NotSent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "upstream not ready: {}", self.0)
-    }
-}
-
-impl std::error::Error for NotSent {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
-    }
-}
-
 async fn unary_once(
     channel: Channel,
     grpc_path: &str,
@@ -162,7 +145,7 @@ async fn unary_once(
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
-        .map_err(|e| Status::from_error(Box::new(NotSent(e.into()))))?;
+        .map_err(|e| Status::from_error(Box::new(crate::error::NotSent(e.into()))))?;
     let path = http::uri::PathAndQuery::from_str(grpc_path)
         .map_err(|e| Status::internal(format!("bad method path: {e}")))?;
     let mut req = tonic::Request::from_parts(metadata, tonic::Extensions::default(), request);
