@@ -26,7 +26,7 @@ use sqlx::{
 };
 
 /// The schemas the project owns; every table, column and function in them must have a comment.
-pub const SCHEMAS: [&str; 3] = ["auth", "ledger", "webhooks"];
+pub const SCHEMAS: [&str; 4] = ["auth", "ledger", "mailer", "webhooks"];
 
 /// Where the document lives, from the workspace root.
 const DOC_PATH: &str = "docs/schema.md";
