@@ -1,19 +1,35 @@
 //! The public gRPC port: whole calls forwarded by service path (`/<package>.<Service>/<Method>`) to
-//! the upstream serving that package. Frames, metadata and trailers pass through untouched (any call
-//! shape, unary or streaming); only the caller facts are set here, as on the HTTP door.
+//! the upstream serving that package. Frames, metadata and trailers pass through untouched; only
+//! the caller facts are set here, as on the HTTP door. The request body is read to its end first
+//! (up to [`REPLAY_LIMIT_BYTES`]), so that a call the upstream never received can be sent again,
+//! once, as the HTTP door does: the race of an upstream restarting (its GOAWAY, a refused stream,
+//! a connection closed before the request left) costs the client nothing.
 
-use std::{collections::HashSet, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Body,
     extract::{Request, State},
     response::Response,
 };
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use http::HeaderValue;
-use tonic::transport::server::TcpConnectInfo;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tonic::transport::{Channel, server::TcpConnectInfo};
 use tower::{Service, ServiceExt};
 
-use crate::{client, ratelimit::RateLimiter, upstream::Upstreams};
+use crate::{
+    client,
+    ratelimit::RateLimiter,
+    upstream::{RETRY_PAUSE, Upstreams},
+};
 
 pub struct Proxy {
     pub upstreams: Upstreams,
@@ -22,6 +38,9 @@ pub struct Proxy {
     pub limiter: Arc<RateLimiter>,
     /// Rate-limited RPCs by gRPC path (`/transactions.auth.v1.AuthService/LoginUser`).
     pub rate_limited_paths: HashSet<String>,
+    /// The gRPC server's deadline of a call (`server.request_timeout_ms`), which a caller's
+    /// `grpc-timeout` may shorten: a retry must fit in what is left of it.
+    pub request_timeout: Duration,
 }
 
 /// An axum router whose fallback is the proxy; health and reflection are added by the caller.
@@ -30,6 +49,8 @@ pub fn router(proxy: Arc<Proxy>) -> axum::Router {
 }
 
 async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
+    let started = Instant::now();
+    let deadline = deadline(req.headers(), proxy.request_timeout);
     let service = req
         .uri()
         .path()
@@ -78,20 +99,15 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             .headers
             .insert(platform::caller::CLIENT_USER_AGENT, ua);
     }
-    let req = http::Request::from_parts(parts, tonic::body::Body::new(body));
-    let ready = match channel.ready().await {
-        Ok(ch) => ch,
-        Err(e) => {
-            tracing::warn!(%service, error = %e, "upstream not ready");
-            return status_response(tonic::Status::unavailable("the service is unavailable"));
-        }
+    let body = match hold(body, REPLAY_LIMIT_BYTES).await {
+        Ok(body) => body,
+        Err(status) => return status_response(status),
     };
-    match ready.call(req).await {
+    match send(&mut channel, &service, parts, body, started, deadline).await {
         Ok(resp) => resp.map(Body::new),
-        Err(e) => {
+        Err(status) => {
             // the same answer as the HTTP door: outcome_unknown once the request may have
             // reached the service, upstream_unavailable when it provably did not
-            let status = tonic::Status::from_error(e.into());
             let (failed, reason) = if crate::error::never_sent(&status) {
                 let e = crate::error::GatewayError::upstream_unavailable();
                 (e, crate::error::UPSTREAM_UNAVAILABLE)
@@ -108,6 +124,232 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     }
 }
 
+/// Sends the call; one the upstream certainly never received ([`crate::error::never_sent`]: no
+/// connection, the channel not ready, the stream refused or beyond a graceful GOAWAY) is sent once
+/// more after [`RETRY_PAUSE`] when the caller's deadline leaves room, as the HTTP door does
+/// ([`crate::upstream::unary`]). A call that may have reached the upstream is never sent again:
+/// only the client, with its idempotency key, may repeat what may have been applied.
+async fn send(
+    channel: &mut Channel,
+    service: &str,
+    parts: http::request::Parts,
+    body: Held,
+    started: Instant,
+    deadline: Duration,
+) -> Result<http::Response<tonic::body::Body>, tonic::Status> {
+    let (data, trailers) = match body {
+        Held::Whole { data, trailers } => (data, trailers),
+        // too large to hold: sent as it streams in, once
+        Held::Streaming(body) => {
+            return send_once(channel, http::Request::from_parts(parts, body)).await;
+        }
+    };
+    let again = (
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.version,
+        parts.headers.clone(),
+    );
+    let first = http::Request::from_parts(parts, replay(&data, trailers.clone()));
+    match send_once(channel, first).await {
+        Err(status)
+            if crate::error::never_sent(&status)
+                && crate::upstream::retry_fits(started.elapsed(), deadline) =>
+        {
+            tracing::info!(
+                %service,
+                error = %status.message(),
+                "upstream call not sent; retrying once"
+            );
+            metrics::counter!("gateway_upstream_retries_total", "door" => "grpc").increment(1);
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let (method, uri, version, mut headers) = again;
+            // the upstream's deadline is what is left of the caller's
+            if headers.contains_key(GRPC_TIMEOUT) {
+                let left = deadline.saturating_sub(started.elapsed());
+                headers.insert(GRPC_TIMEOUT, grpc_timeout_value(left));
+            }
+            let mut retry = http::Request::new(replay(&data, trailers));
+            *retry.method_mut() = method;
+            *retry.uri_mut() = uri;
+            *retry.version_mut() = version;
+            *retry.headers_mut() = headers;
+            send_once(channel, retry).await
+        }
+        other => other,
+    }
+}
+
+async fn send_once(
+    channel: &mut Channel,
+    req: http::Request<tonic::body::Body>,
+) -> Result<http::Response<tonic::body::Body>, tonic::Status> {
+    // not ready: the request was never handed to a connection
+    let ready = channel
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::from_error(Box::new(crate::error::NotSent(e.into()))))?;
+    ready
+        .call(req)
+        .await
+        .map_err(|e| tonic::Status::from_error(e.into()))
+}
+
+/// The largest request body the door holds so that it can send it again: one message at the
+/// services' decode limit (tonic's 4 MiB, the gRPC door's limit) with its 5-byte frame header.
+/// A larger body, which the service refuses anyway, streams through as it did before, unretried.
+pub const REPLAY_LIMIT_BYTES: usize = 4 * 1024 * 1024 + 5;
+
+/// A request body read to its end (to be sent, and maybe sent again), or one beyond the limit:
+/// what was read, followed by the rest as it arrives.
+enum Held {
+    Whole {
+        data: Bytes,
+        trailers: Option<http::HeaderMap>,
+    },
+    Streaming(tonic::body::Body),
+}
+
+/// Reads the body up to `limit` bytes. The server's deadline (`server.request_timeout_ms`, or the
+/// caller's `grpc-timeout` if sooner) bounds how long a slow sender may take.
+async fn hold(mut body: Body, limit: usize) -> Result<Held, tonic::Status> {
+    let mut data = BytesMut::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            platform::ApiError::new(
+                tonic::Code::InvalidArgument,
+                "unreadable_body",
+                format!("cannot read the request body: {e}"),
+            )
+            .into_status()
+        })?;
+        match frame.into_data() {
+            Ok(chunk) => {
+                data.extend_from_slice(&chunk);
+                if data.len() > limit {
+                    let head = futures::stream::once(futures::future::ready(Ok::<_, axum::Error>(
+                        Frame::data(data.freeze()),
+                    )));
+                    let rest = http_body_util::BodyStream::new(body);
+                    let body = StreamBody::new(head.chain(rest));
+                    return Ok(Held::Streaming(tonic::body::Body::new(body)));
+                }
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+            }
+        }
+    }
+    Ok(Held::Whole {
+        data: data.freeze(),
+        trailers,
+    })
+}
+
+/// A body of the held bytes (and trailers, which gRPC clients do not usually send).
+fn replay(data: &Bytes, trailers: Option<http::HeaderMap>) -> tonic::body::Body {
+    let mut frames = vec![Ok::<_, std::convert::Infallible>(Frame::data(data.clone()))];
+    if let Some(t) = trailers {
+        frames.push(Ok(Frame::trailers(t)));
+    }
+    tonic::body::Body::new(StreamBody::new(futures::stream::iter(frames)))
+}
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// How long the call may take: the caller's `grpc-timeout`, capped by the server's own deadline
+/// (`server.request_timeout_ms`, which tonic enforces on the whole call either way).
+fn deadline(headers: &http::HeaderMap, server_timeout: Duration) -> Duration {
+    headers
+        .get(GRPC_TIMEOUT)
+        .and_then(|v| parse_grpc_timeout(v.as_bytes()))
+        .map_or(server_timeout, |t| t.min(server_timeout))
+}
+
+/// `grpc-timeout` as the gRPC over HTTP/2 spec writes it: at most 8 digits and a unit
+/// (`H`, `M`, `S`, `m`, `u`, `n`); anything else is no timeout (as tonic reads it).
+fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// `left` as a `grpc-timeout` value in milliseconds (at most 8 digits, as the spec allows).
+fn grpc_timeout_value(left: Duration) -> HeaderValue {
+    let ms = left.as_millis().min(99_999_999);
+    HeaderValue::from_str(&format!("{ms}m")).unwrap_or(HeaderValue::from_static("0m"))
+}
+
 fn status_response(status: tonic::Status) -> Response {
     status.into_http::<Body>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callers_grpc_timeout_shortens_the_deadline_never_lengthens_it() {
+        let server = Duration::from_secs(10);
+        let with = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(GRPC_TIMEOUT, HeaderValue::from_str(value).unwrap());
+            deadline(&headers, server)
+        };
+        assert_eq!(with("250m"), Duration::from_millis(250));
+        assert_eq!(with("3S"), Duration::from_secs(3));
+        assert_eq!(with("1H"), server, "capped by the server's own deadline");
+        assert_eq!(with("123456789m"), server, "more than 8 digits: no timeout");
+        assert_eq!(with("10x"), server, "an unknown unit: no timeout");
+        assert_eq!(deadline(&http::HeaderMap::new(), server), server);
+        assert_eq!(
+            parse_grpc_timeout(grpc_timeout_value(Duration::from_millis(1_234)).as_bytes()),
+            Some(Duration::from_millis(1_234)),
+            "what a retry sends upstream reads back"
+        );
+    }
+
+    #[test]
+    fn the_retry_fits_only_with_room_for_the_pause_and_the_call() {
+        use crate::upstream::retry_fits;
+        assert!(retry_fits(
+            Duration::from_millis(5),
+            Duration::from_secs(10)
+        ));
+        assert!(!retry_fits(
+            Duration::from_millis(1),
+            Duration::from_millis(60)
+        ));
+        assert!(!retry_fits(
+            Duration::from_millis(9_950),
+            Duration::from_secs(10)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_held_whole_and_a_larger_one_streams_on() {
+        let Held::Whole { data, trailers } = hold(Body::from("abc"), 8).await.unwrap() else {
+            panic!("a small body is held whole");
+        };
+        assert_eq!((&data[..], trailers), (&b"abc"[..], None));
+        let Held::Streaming(body) = hold(Body::from("0123456789"), 8).await.unwrap() else {
+            panic!("a body over the limit streams");
+        };
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"0123456789", "nothing lost of what was read");
+    }
 }

@@ -63,6 +63,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
         trusted_proxies: cfg.trusted_proxies.clone(),
         limiter,
         rate_limited_paths,
+        request_timeout: Duration::from_millis(cfg.server.request_timeout_ms),
     });
     let routes = tonic::service::Routes::from(grpc_proxy::router(proxy));
     let names: Vec<&str> = services.iter().map(String::as_str).collect();

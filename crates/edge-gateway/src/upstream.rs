@@ -94,6 +94,12 @@ impl Upstreams {
 /// The pause before the one retry of a call that certainly never reached the upstream.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// Whether the one retry fits in a call's deadline, `elapsed` into it: the pause and the retry's
+/// own time must fit, or the retry would only turn a clear `upstream_unavailable` into a timeout.
+pub fn retry_fits(elapsed: Duration, deadline: Duration) -> bool {
+    elapsed + 2 * RETRY_PAUSE < deadline
+}
+
 /// One unary call with an encoded request; the encoded response and its metadata. A call that
 /// certainly was not sent ([`crate::error::never_sent`]: no connection, the channel not ready, the
 /// stream refused or beyond a graceful GOAWAY) is sent once more after [`RETRY_PAUSE`] when the
@@ -118,15 +124,14 @@ pub async fn unary(
     .await;
     match first {
         Err(status)
-            if crate::error::never_sent(&status)
-                && started.elapsed() + 2 * RETRY_PAUSE < timeout =>
+            if crate::error::never_sent(&status) && retry_fits(started.elapsed(), timeout) =>
         {
             tracing::info!(
                 rpc = grpc_path,
                 error = %status.message(),
                 "upstream call not sent; retrying once"
             );
-            metrics::counter!("gateway_upstream_retries_total").increment(1);
+            metrics::counter!("gateway_upstream_retries_total", "door" => "http").increment(1);
             tokio::time::sleep(RETRY_PAUSE).await;
             let left = timeout.saturating_sub(started.elapsed());
             unary_once(channel, grpc_path, request, metadata, left).await

@@ -186,16 +186,22 @@ async fn sigterm_answers_every_http_and_grpc_call_in_hand_before_exiting() {
 }
 
 /// An upstream that takes the connection and the request, then drops the connection without an
-/// answer (a process killed mid-call). Returns its URL and the bytes it read.
-async fn upstream_that_drops_the_call() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>)
-{
+/// answer (a process killed mid-call). Returns its URL, the bytes it read and the connections it
+/// took.
+async fn upstream_that_drops_the_call() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = read.clone();
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (counter, connections) = (read.clone(), taken.clone());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let counter = counter.clone();
             tokio::spawn(async move {
                 // the server's HTTP/2 preface (an empty SETTINGS frame): the client may send
@@ -212,14 +218,16 @@ async fn upstream_that_drops_the_call() -> (String, std::sync::Arc<std::sync::at
             });
         }
     });
-    (url, read)
+    (url, read, taken)
 }
 
 #[tokio::test]
 async fn an_upstream_lost_after_the_request_was_sent_is_503_outcome_unknown_not_500() {
-    let (dropping, read) = upstream_that_drops_the_call().await;
+    let (dropping, read, taken) = upstream_that_drops_the_call().await;
     let m = crate::Mesh::start(|cfg| {
         cfg.upstreams.insert("auth".into(), dropping.clone());
+        // no readiness round may open connections of its own during the calls
+        cfg.server.health_check_interval_ms = 60_000;
     })
     .await;
     let (status, headers, body) = m
@@ -245,8 +253,9 @@ async fn an_upstream_lost_after_the_request_was_sent_is_503_outcome_unknown_not_
     );
     assert_eq!(headers["retry-after"], "1");
 
-    // the gRPC door answers the same
+    // the gRPC door answers the same, and does not send again what may have been applied
     let channel = test_support::channel(m.gateway.grpc_addr).await;
+    let before = taken.load(std::sync::atomic::Ordering::SeqCst);
     let err = pb::auth_service_client::AuthServiceClient::new(channel)
         .login_user(pb::LoginUserRequest {
             username: "alice".into(),
@@ -259,6 +268,11 @@ async fn an_upstream_lost_after_the_request_was_sent_is_503_outcome_unknown_not_
         platform::error::reason_of(&err).as_deref(),
         Some("outcome_unknown"),
         "{err:?}"
+    );
+    assert_eq!(
+        taken.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1,
+        "sent once: never retried"
     );
 }
 
@@ -397,4 +411,234 @@ async fn a_call_beyond_a_graceful_goaway_was_not_sent_and_is_sent_again_once() {
         before + 2,
         "one retry, on a connection of its own"
     );
+}
+
+#[tokio::test]
+async fn a_grpc_call_beyond_a_graceful_goaway_was_not_sent_and_is_sent_again_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let upstream = echo_upstream().await;
+    let fake = GoesAwayOnce::start(upstream.grpc_addr).await;
+    let m = crate::Mesh::start(|cfg| {
+        cfg.upstreams.insert("auth".into(), fake.url.clone());
+        // no readiness round may take the armed connection (the first runs at start)
+        cfg.server.health_check_interval_ms = 60_000;
+    })
+    .await;
+    let client = pb::auth_service_client::AuthServiceClient::new(
+        test_support::channel(m.gateway.grpc_addr).await,
+    );
+    let login = move || {
+        let mut client = client.clone();
+        async move {
+            client
+                .login_user(pb::LoginUserRequest {
+                    username: "alice".into(),
+                    password: "right".into(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    format!(
+                        "{:?} {:?} {}",
+                        e.code(),
+                        platform::error::reason_of(&e),
+                        e.message()
+                    )
+                })
+        }
+    };
+    assert_eq!(login().await, Ok(()), "through the pass-through");
+    let before = fake.taken.load(SeqCst);
+    fake.arm();
+    // the gateway's channel sees its connection closed before the next call
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = login().await;
+    assert_eq!(fake.gone_away.load(SeqCst), 1, "the call met the GOAWAY");
+    assert_eq!(
+        answer,
+        Ok(()),
+        "the call the GOAWAY covered is sent again on a new connection"
+    );
+    assert_eq!(
+        fake.taken.load(SeqCst),
+        before + 2,
+        "one retry, on a connection of its own"
+    );
+}
+
+/// An echo upstream serving gRPC on `listener` (a fixed address, so that a second one can take
+/// its place), draining at once on shutdown: a restart's SIGTERM.
+async fn echo_upstream_on(
+    listener: tokio::net::TcpListener,
+) -> (
+    platform::Shutdown,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let server = ServerConfig {
+        gateway_secret: Some(platform::config::GatewaySecret(SECRET.into())),
+        shutdown_delay_ms: 0,
+        ..ServerConfig::default()
+    };
+    let listeners = platform::Listeners {
+        grpc: listener,
+        http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: None,
+    };
+    let shutdown = platform::Shutdown::new();
+    let stop = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        let routes = tonic::service::Routes::new(AuthServiceServer::new(Echo));
+        platform::serve_all(
+            &server,
+            listeners,
+            routes,
+            &[proto::service_names::AUTH],
+            Readiness::new(),
+            stop,
+        )
+        .await
+    });
+    (shutdown, handle)
+}
+
+/// `gateway_upstream_retries_total{door="grpc"}` on the gateway's admin port.
+async fn grpc_retries(admin: std::net::SocketAddr) -> u64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("gateway_upstream_retries_total{door=\"grpc\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse::<f64>().unwrap() as u64)
+}
+
+/// What a login through the gRPC door got: `Ok`, or the code and reason.
+type Answer = Result<(), (tonic::Code, Option<String>)>;
+
+async fn grpc_login(channel: tonic::transport::Channel) -> Answer {
+    pb::auth_service_client::AuthServiceClient::new(channel)
+        .login_user(pb::LoginUserRequest {
+            username: "restart".into(),
+            password: "right".into(),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| (e.code(), platform::error::reason_of(&e)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_restarting_under_grpc_calls_costs_no_call_an_internal_error() {
+    use std::sync::{Arc, atomic::AtomicBool, atomic::Ordering::SeqCst};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (first, first_ended) = echo_upstream_on(listener).await;
+    // the gateway in a process of its own: its retry counter counts this test's calls only
+    let (_gateway, _http, grpc, admin) = gateway_process(&format!("http://{addr}")).await;
+    let channel = test_support::channel(grpc).await;
+    assert_eq!(grpc_login(channel.clone()).await, Ok(()), "warm-up");
+
+    // 1. four callers keep calling while the upstream drains, its port stays closed 150 ms, and
+    //    a new upstream takes its place
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (channel, stop) = (channel.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(SeqCst) {
+                    answers.push(grpc_login(channel.clone()).await);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    first.trigger();
+    first_ended.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (second, second_ended) = echo_upstream_on(listener).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, SeqCst);
+    let answers: Vec<Answer> = join_all(callers)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    let unavailable = answers
+        .iter()
+        .filter(|a| matches!(a, Err((_, Some(r))) if r == "upstream_unavailable"))
+        .count();
+    for answer in &answers {
+        match answer {
+            Ok(()) => {}
+            Err((tonic::Code::Unavailable, Some(reason)))
+                if reason == "upstream_unavailable" || reason == "outcome_unknown" => {}
+            other => panic!("not a success nor a documented reason: {other:?} (all: {answers:?})"),
+        }
+    }
+    assert!(unavailable > 0, "calls met the closed port: {answers:?}");
+    let retried = grpc_retries(admin).await;
+    assert!(
+        retried >= unavailable as u64,
+        "each call answered upstream_unavailable was sent twice first: {retried} retries, \
+         {unavailable} answers"
+    );
+    assert_eq!(
+        answers.last(),
+        Some(&Ok(())),
+        "the new upstream serves: {answers:?}"
+    );
+
+    // 2. one call with the port closed: refused, sent again 50 ms later, refused again, and
+    //    answered upstream_unavailable (nothing applied)
+    second.trigger();
+    second_ended.await.unwrap().unwrap();
+    let before = grpc_retries(admin).await;
+    let started = std::time::Instant::now();
+    let refused = grpc_login(channel.clone()).await;
+    let took = started.elapsed();
+    assert_eq!(
+        refused,
+        Err((
+            tonic::Code::Unavailable,
+            Some("upstream_unavailable".to_owned())
+        ))
+    );
+    assert_eq!(grpc_retries(admin).await, before + 1, "one retry");
+    assert!(
+        took >= Duration::from_millis(50),
+        "after the pause: {took:?}"
+    );
+
+    // 3. a caller's deadline too short for the pause: no retry, the same answer
+    let mut req = tonic::Request::new(pb::LoginUserRequest {
+        username: "restart".into(),
+        password: "right".into(),
+    });
+    req.set_timeout(Duration::from_millis(60));
+    let err = pb::auth_service_client::AuthServiceClient::new(channel.clone())
+        .login_user(req)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(
+        platform::error::reason_of(&err).as_deref(),
+        Some("upstream_unavailable")
+    );
+    assert_eq!(
+        grpc_retries(admin).await,
+        before + 1,
+        "no retry past the deadline"
+    );
+
+    // 4. back up on the same address: served again, no restart of the gateway
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (third, _third_ended) = echo_upstream_on(listener).await;
+    assert_eq!(grpc_login(channel).await, Ok(()));
+    third.trigger();
 }
