@@ -35,6 +35,11 @@ pub struct Config {
     /// another consumer with XAUTOCLAIM: its consumer is presumed dead. Must exceed
     /// `transport.send_timeout_ms`, or sends still in flight get taken over.
     pub claim_idle_ms: u64,
+    /// How long a send's lease on an event lasts unless renewed: the sender renews it every
+    /// third of this while the send is in progress and abandons the send if it cannot. A mailer
+    /// killed mid-send holds its event at most this long; then the restarted mailer (same
+    /// `consumer_name`) sends it. See `domain::delivery`.
+    pub lease_ms: u64,
     /// Messages one XREADGROUP/XAUTOCLAIM fetches, and so the emails in flight at once.
     pub read_count: usize,
     /// How long one XREADGROUP waits for new messages.
@@ -123,6 +128,7 @@ impl Default for Config {
             backoff_base_ms: 1_000,
             backoff_max_ms: 300_000,
             claim_idle_ms: 60_000,
+            lease_ms: 3_000,
             read_count: 16,
             block_ms: 2_000,
             dead_letter_maxlen: 100_000,
@@ -379,6 +385,11 @@ impl Config {
              and be at most 24 h",
         )?;
         check(
+            (300..=60_000).contains(&self.lease_ms),
+            "lease_ms",
+            "must be 300..=60000 (it is renewed every third of it while a send is in progress)",
+        )?;
+        check(
             self.shutdown_grace_secs <= 600,
             "shutdown_grace_secs",
             "must be at most 600",
@@ -483,6 +494,17 @@ mod tests {
         assert_eq!(cfg.backoff(4), Duration::from_millis(800));
         assert_eq!(cfg.backoff(5), Duration::from_millis(1_000));
         assert_eq!(cfg.backoff(80), Duration::from_millis(1_000));
+    }
+
+    #[test]
+    fn a_lease_out_of_range_is_rejected() {
+        for lease_ms in [299, 60_001] {
+            let cfg = Config {
+                lease_ms,
+                ..Config::default()
+            };
+            assert_eq!(cfg.validate().unwrap_err().key, "lease_ms");
+        }
     }
 
     #[test]

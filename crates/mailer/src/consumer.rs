@@ -122,8 +122,9 @@ struct Reader {
 }
 
 /// How often the own pending entries are read again while some are not in hand: one still leased
-/// by the previous process (it died mid-send) is retried once that lease has expired.
-const OWN_PENDING_RECHECK: Duration = Duration::from_secs(1);
+/// by the previous process (it died mid-send) is taken within this of that lease's expiry, which
+/// comes at most `lease_ms` after the kill (its renewals stop with the process).
+const OWN_PENDING_RECHECK: Duration = Duration::from_millis(500);
 
 /// Own pending entries looked at per read: the bound on one XREADGROUP 0.
 const OWN_PENDING_PAGE: usize = 1_000;

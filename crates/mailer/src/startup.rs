@@ -46,7 +46,6 @@ pub async fn run(cfg: Config, http: TcpListener, shutdown: Shutdown) -> anyhow::
                 .map(Arc::new)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mailer = mailers[0].clone(); // the verification emails': the gauges are its group's
     // the side port outlives the consumer's drain, answering /readyz 503 from SIGTERM on
     let drained = Shutdown::new();
     let mut readiness = Readiness::new().redis(redis).leaving_on(shutdown.clone());
@@ -55,7 +54,10 @@ pub async fn run(cfg: Config, http: TcpListener, shutdown: Shutdown) -> anyhow::
     }
     let http = platform::http::serve(http, platform::http::router(readiness), drained.clone());
     // aborted when `run` ends or is dropped (e.g. the task running it is aborted)
-    let _stats = AbortOnDrop(tokio::spawn(stats::run(mailer.clone())));
+    let _stats: Vec<AbortOnDrop> = mailers
+        .iter()
+        .map(|m| AbortOnDrop(tokio::spawn(stats::run(m.clone()))))
+        .collect(); // one per group
     // The consumer is a future beside the HTTP server, not a spawned task: dropping `run` stops
     // it at once, like a killed process (its messages stay pending for another consumer).
     // one loop per source, side by side; one that fails stops the others (through shutdown)
@@ -117,13 +119,18 @@ pub fn describe_metrics() {
         "mailer_stream_entries_lost_total",
         "Pending entries trimmed from the stream before they were handled"
     );
+    metrics::describe_counter!(
+        "mailer_leases_lost_total",
+        "Sends whose lease could not be renewed, by reason (taken_over, unconfirmed): abandoned \
+         mid-send, or sent but possibly not recorded before another consumer could take over"
+    );
     metrics::describe_gauge!(
         "mailer_stream_pending",
-        "Entries read by the group but not yet acknowledged"
+        "Entries read by the group but not yet acknowledged, by stream and group"
     );
     metrics::describe_gauge!(
         "mailer_stream_lag",
-        "Entries in the stream not yet delivered to the group"
+        "Entries in the stream not yet delivered to the group, by stream and group"
     );
 }
 

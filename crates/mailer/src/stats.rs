@@ -1,5 +1,7 @@
-//! The group's gauges and housekeeping, every `stats_interval_ms`: `mailer_stream_pending` and
-//! `mailer_stream_lag`, and the removal of consumers that are long gone.
+//! Each group's gauges and housekeeping, every `stats_interval_ms`: `mailer_stream_pending` and
+//! `mailer_stream_lag` labelled `stream` and `group` (one series per consumer loop: verification
+//! emails, the recipients table, "money received"), and the removal of consumers that are long
+//! gone.
 
 use std::{sync::Arc, time::Duration};
 
@@ -7,7 +9,7 @@ use redis::aio::MultiplexedConnection;
 
 use crate::{domain::Mailer, store};
 
-/// Refreshes the pending and lag gauges every `stats_interval_ms`.
+/// Refreshes the pending and lag gauges of `mailer`'s group every `stats_interval_ms`.
 pub async fn run(mailer: Arc<Mailer>) {
     let every = Duration::from_millis(mailer.cfg.stats_interval_ms);
     loop {
@@ -25,9 +27,13 @@ async fn refresh_stats(mailer: &Mailer) -> anyhow::Result<()> {
     let mut conn = mailer.pool.get().await?;
     let groups = store::read_groups(&mut conn, &mailer.group.stream).await?;
     if let Some(g) = groups.groups.iter().find(|g| g.name == mailer.group.group) {
-        metrics::gauge!("mailer_stream_pending").set(g.pending as f64);
+        let labels = [
+            ("stream", mailer.group.stream.clone()),
+            ("group", mailer.group.group.clone()),
+        ];
+        metrics::gauge!("mailer_stream_pending", &labels).set(g.pending as f64);
         if let Some(lag) = g.lag {
-            metrics::gauge!("mailer_stream_lag").set(lag as f64);
+            metrics::gauge!("mailer_stream_lag", &labels).set(lag as f64);
         }
     }
     forget_idle_consumers(mailer, &mut conn).await

@@ -140,6 +140,27 @@ pub async fn take_lease(
     Ok(acquired.is_some())
 }
 
+/// Extends the lease to `lease_ms` from now only if it is still ours (`GET` = `lease`, then
+/// `PEXPIRE`, in one script): `true` if extended, `false` if it expired or another holds it.
+#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "mailer.renew_lease", otel.kind = "client", db.system = "redis"))]
+pub async fn renew_lease(
+    conn: &mut MultiplexedConnection,
+    keys: &EventKeys,
+    lease: &str,
+    lease_ms: u64,
+) -> RedisResult<bool> {
+    let script = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+    );
+    let renewed: i64 = script
+        .key(&keys.state)
+        .arg(lease)
+        .arg(lease_ms)
+        .invoke_async(conn)
+        .await?;
+    Ok(renewed == 1)
+}
+
 /// The event's state: `sent`, someone's lease, or `None` (no key).
 pub async fn read_event_state(
     conn: &mut MultiplexedConnection,

@@ -185,6 +185,11 @@ async fn handle_entry(mailer: &Mailer, entry: &StreamId) -> anyhow::Result<()> {
         Err(why) => return skip_and_ack(mailer, entry, why.as_str()).await,
     };
     let Some(recipient) = wait_for_recipient(mailer, user_id).await? else {
+        if mailer.shutdown.is_triggered() {
+            // not "unknown": the wait was cut short; the entry stays pending for the next mailer
+            tracing::info!(event_id = %credit.event_id, "shutdown while waiting for the recipient; the event stays pending");
+            return Ok(());
+        }
         tracing::warn!(%user_id, event_id = %credit.event_id,
             "the credited user is not known to the mailer (no user.contact_updated yet); no email");
         return skip_and_ack(mailer, entry, Skip::UnknownRecipient.as_str()).await;

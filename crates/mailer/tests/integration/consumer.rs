@@ -350,8 +350,16 @@ async fn an_smtp_server_that_keeps_rejecting_leads_to_the_dead_letter_stream_aft
     // the gauges are refreshed every stats_interval_ms (200 ms here)
     eventually("the pending gauge", WAIT, || async {
         let (_, text) = get(&mailer, "/metrics").await;
-        (text.contains("mailer_stream_pending ") && text.contains("mailer_stream_lag "))
-            .then_some(())
+        let (group, stream) = (
+            "group=\"mailer\"".to_owned(),
+            format!("stream=\"{}events:users\"", redis.prefix),
+        );
+        let series = |name: &str| {
+            text.lines().any(|l| {
+                l.starts_with(&format!("{name}{{")) && l.contains(&group) && l.contains(&stream)
+            })
+        };
+        (series("mailer_stream_pending") && series("mailer_stream_lag")).then_some(())
     })
     .await;
     mailer.stop().await.unwrap();

@@ -257,3 +257,62 @@ impl FlakyProxy {
         self.up.store(true, Ordering::SeqCst);
     }
 }
+
+/// An SMTP server that never answers: it accepts connections and says nothing (no greeting), so a
+/// send to it hangs until its timeout or until it is dropped. Counts connections opened and
+/// closed by the client (a dropped send closes its connection).
+#[derive(Clone)]
+pub struct BlackHole {
+    pub port: u16,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl BlackHole {
+    pub async fn start() -> Self {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (o, c) = (opened.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                o.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 256];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self {
+            port,
+            opened,
+            closed,
+        }
+    }
+
+    pub fn opened(&self) -> usize {
+        self.opened.load(Ordering::SeqCst)
+    }
+
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// The state key of event `event_id`: `sending:<consumer>:<token>` (a lease), `sent`, or none.
+pub async fn event_state(redis: &TestRedis, event_id: &str) -> Option<String> {
+    let mut conn = redis.pool.get().await.unwrap();
+    redis::cmd("GET")
+        .arg(format!("{}mailer:event:{event_id}", redis.prefix))
+        .query_async(&mut *conn)
+        .await
+        .unwrap()
+}
