@@ -2,9 +2,10 @@
 //! SMTP: a credit to a known, verified user makes exactly one email with the amount, also when the
 //! stream holds the event twice; an opted-out user, a move between one's own accounts and an
 //! unknown recipient make none (each acknowledged); the recipients table keeps the newest version
-//! and forgets a deleted user.
+//! and forgets a deleted user; a mailer killed mid-send of a money email sends it once within 5 s
+//! of its restart, as for verification emails.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 use test_support::{TestDb, TestRedis};
@@ -368,4 +369,56 @@ async fn the_recipients_table_keeps_the_newest_version_and_forgets_a_deleted_use
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(sink.received().is_empty(), "no email to a deleted user");
     mailer.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailer_killed_mid_send_of_a_money_email_sends_it_once_within_5_s_of_its_restart() {
+    let redis = TestRedis::new().await;
+    let db = TestDb::new().await;
+    let (hole, sink) = (BlackHole::start().await, SmtpSink::start().await);
+    let config = |port: u16| {
+        let mut cfg = money_config(&redis, &db, &sink, "mailer-0");
+        cfg.transport.port = port;
+        cfg.transport.send_timeout_ms = 30_000; // the send to the hole hangs until the kill
+        cfg.claim_idle_ms = 60_000; // a reclaim would take a minute
+        cfg
+    };
+    let first = start(config(hole.port)).await;
+    ledger_group_ready(&redis).await;
+    let (payer, payee) = (Uuid::new_v4(), Uuid::new_v4());
+    contact(&redis, payee, "bea@example.com", true, true, 2).await;
+    known(&db, payee, 2).await;
+    let event_id = Uuid::new_v4().to_string();
+    let entry = publish_ledger(
+        &redis,
+        &event_id,
+        "transfer.posted",
+        (Some(payer), Some(payee)),
+        2500,
+    )
+    .await;
+    eventually("the money email's send in hand", WAIT, || async {
+        let state = event_state(&redis, &event_id).await?;
+        (state.starts_with("sending:mailer-0:") && hole.opened() >= 1).then_some(())
+    })
+    .await;
+    first.handle.abort(); // killed mid-send: the lease stays, nothing acknowledged
+    let _ = first.handle.await;
+    assert!(
+        event_state(&redis, &event_id)
+            .await
+            .is_some_and(|s| s.starts_with("sending:")),
+        "the dead process's lease is still there"
+    );
+
+    let restarted_at = Instant::now();
+    let restarted = start(config(sink.port)).await;
+    let got = sink.wait_for(1, Duration::from_secs(5)).await;
+    let took = restarted_at.elapsed();
+    assert_eq!(got[0].rcpt_to, vec!["bea@example.com".to_owned()]);
+    ledger_done(&redis, &entry).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(sink.received().len(), 1, "exactly one email");
+    println!("the money email killed mid-send arrived {took:?} after the restart");
+    restarted.stop().await.unwrap();
 }
