@@ -83,14 +83,17 @@ run "the chart's dashboard is deploy/grafana's" \
   cmp deploy/grafana/transactions-api.json "$CHART/dashboards/transactions-api.json"
 run "platform bootstrap and ingress-nginx values" \
   "$VENV_BIN/python" deploy/tests/check_platform.py
-# A test cluster's install: secrets given inline, so the chart makes its own Secret (dummy values).
+# A test cluster's install: secrets given inline, so the chart makes its own Secret (dummy values);
+# every optional one too (a read replica, the gateway secret), so the chart test sees them wired.
 mkdir -p "$work/inline"
 run "helm template (inline secrets)" \
   sh -c "helm template txn '$CHART' --namespace transactions \
     --set secrets.database.url=postgres://txn@db.example:5432/transactions \
     --set secrets.redis.url=redis://redis.example:6379 \
     --set secrets.token.publicKey=cHVibGlj --set secrets.token.privateKey=cHJpdmF0ZQ== \
-    --set secrets.smtp.username=mailer --set secrets.smtp.password=dummy > '$work/inline/manifests.yaml'"
+    --set secrets.smtp.username=mailer --set secrets.smtp.password=dummy \
+    --set secrets.databaseRead.url=postgres://txn@replica.example:5432/transactions \
+    --set secrets.gateway.secret=dummy > '$work/inline/manifests.yaml'"
 for values in default production inline gatewayapi; do
   for kv in "${KUBE_VERSIONS[@]}"; do
     # --strict rejects unknown fields; the only kind without a bundled schema is cert-manager's
@@ -102,7 +105,7 @@ done
 run "chart test (default values)" "$VENV_BIN/python" deploy/tests/check_chart.py "$work/default/manifests.yaml"
 run "chart test (production values)" \
   "$VENV_BIN/python" deploy/tests/check_chart.py --production "$work/production/manifests.yaml"
-run "chart test (inline secrets)" "$VENV_BIN/python" deploy/tests/check_chart.py "$work/inline/manifests.yaml"
+run "chart test (inline secrets)" "$VENV_BIN/python" deploy/tests/check_chart.py --all-secrets "$work/inline/manifests.yaml"
 run "chart test (Gateway API routes)" "$VENV_BIN/python" deploy/tests/check_chart.py "$work/gatewayapi/manifests.yaml"
 
 # --- infrastructure as code (deploy/terraform) -------------------------------------------------
@@ -132,9 +135,10 @@ run "checkov Dockerfile" checkov "${checkov_common[@]}" --framework dockerfile -
 #              immutable tags, so a tag names exactly one image; the deploy sets that tag.
 #   CKV_K8S_15 imagePullPolicy Always: with immutable per-commit tags IfNotPresent pulls every new
 #              version and avoids a registry round trip (and a registry outage) on every restart.
-#   CKV_K8S_35 secrets as files: the services read the database and Redis URLs (and the SMTP
-#              user name) from environment variables (their config has no *_file variant for
-#              them); the values come from Secrets by secretKeyRef, never inline. The token keys
+#   CKV_K8S_35 secrets as files: the services read the database URLs (primary and replica), the
+#              Redis URL, the gateway secret (and the SMTP user name) from environment variables
+#              (their config has no *_file variant for them); the values come from Secrets by
+#              secretKeyRef, never inline. The token keys
 #              and the SMTP password are mounted as files.
 #   CKV_K8S_21 default namespace (helm framework only): checkov renders the chart itself without a
 #              namespace; every object carries the release namespace, and the production

@@ -1,8 +1,9 @@
-# The four Secrets Manager entries the chart's ExternalSecrets read
+# The five Secrets Manager entries the chart's ExternalSecrets read
 # (helm/transactions-api/values-production.yaml: externalSecrets.remoteKeys), one JSON object
 # each with the properties named there. Terraform writes the database and Redis URLs (it made
-# both passwords); the token key pair and the SMTP credentials are put in by an operator
-# (docs/deploy.md), so Terraform makes those entries empty and never reads them.
+# both passwords) and the gateway's vouching secret (server.gateway_secret, generated here); the
+# token key pair and the SMTP credentials are put in by an operator (docs/deploy.md), so Terraform
+# makes those entries empty and never reads them.
 
 locals {
   secret_names = {
@@ -10,6 +11,7 @@ locals {
     redis    = "prod/${var.name}/redis"
     token    = "prod/${var.name}/token"
     smtp     = "prod/${var.name}/smtp"
+    gateway  = "prod/${var.name}/gateway"
   }
 }
 
@@ -33,5 +35,20 @@ resource "aws_secretsmanager_secret_version" "redis" {
   secret_id = aws_secretsmanager_secret.app["redis"].id
   secret_string = jsonencode({
     url = "rediss://:${random_password.redis.result}@${aws_elasticache_replication_group.main.primary_endpoint_address}:6379"
+  })
+}
+
+# The secret the gateway and every gRPC service share (server.gateway_secret). To rotate it:
+# `terraform apply -replace=random_password.gateway_secret`, then restart the Deployments; while
+# old and new pods disagree, a service ignores the client facts (safe: it uses the peer address).
+resource "random_password" "gateway_secret" {
+  length  = 48
+  special = false
+}
+
+resource "aws_secretsmanager_secret_version" "gateway" {
+  secret_id = aws_secretsmanager_secret.app["gateway"].id
+  secret_string = jsonencode({
+    secret = random_password.gateway_secret.result
   })
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the rendered Helm chart (output of `helm template`) against what ops rely on.
 
-Usage: check_chart.py [--production] RENDERED.yaml
+Usage: check_chart.py [--production] [--all-secrets] RENDERED.yaml
 
 For every service (auth, accounts, transfers, webhooks, mailer, edge-gateway): a Deployment whose container
 has liveness and readiness probes (gRPC for the gRPC services, whose health follows their /readyz
@@ -13,6 +13,13 @@ its pods. Plus: the migration runs as a pre-install/pre-upgrade hook Job, the ga
 point at the rendered Services, and with --production the HTTP and gRPC ingresses (GRPC backend
 protocol, TLS through cert-manager) reach the gateway, secrets come from existing Secrets and the
 ServiceAccount carries an IAM role.
+
+Secrets the services need, wherever they are configured: every token verifier (accounts,
+transfers, webhooks) follows the revoked-session stream in the Redis auth uses, under the same key
+prefix; the gateway secret (server.gateway_secret), when given, reaches the gateway and every gRPC
+service from one Secret key; a read replica URL (database.read_url), when given, reaches accounts
+and transfers only. --all-secrets (the inline rendering, which sets every optional secret) and
+--production require the gateway secret; --all-secrets requires the read URL too.
 
 Prints one line per failed check and closes with "N passed, N failed"; exits 1 on any failure.
 """
@@ -131,6 +138,47 @@ def check_deployment(c: Checker, name: str, dep: dict) -> None:
                 get.get("path") == path and get.get("port") in ("http", port),
                 f"{name}: {kind} probe is HTTP GET {path}",
             )
+
+
+def secret_refs(dep: dict) -> dict[str, tuple[str, str] | None]:
+    """Env var name → (Secret, key) of its secretKeyRef (None for a plain value)."""
+    refs = {}
+    for ctr in dep["spec"]["template"]["spec"]["containers"]:
+        for e in ctr.get("env") or []:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            refs[e["name"]] = (ref["name"], ref["key"]) if ref else None
+    return refs
+
+
+def check_secrets(c: Checker, k: dict[str, list[dict]], production: bool, all_secrets: bool) -> None:
+    by_comp = {d["metadata"]["labels"].get(COMPONENT): secret_refs(d) for d in k["Deployment"]}
+    # revoked sessions: where auth's relay writes them (its redis.*), under the same prefix
+    auth_redis = by_comp.get("auth", {}).get("TXN_REDIS__URL")
+    if auth_redis or production or all_secrets:
+        c.check(auth_redis is not None, "auth: TXN_REDIS__URL from a Secret")
+        for comp in ("accounts", "transfers", "webhooks"):
+            c.check(by_comp.get(comp, {}).get("TXN_TOKEN__REVOCATIONS__REDIS__URL") == auth_redis,
+                    f"{comp}: follows revoked sessions in auth's Redis (TXN_TOKEN__REVOCATIONS__REDIS__URL)")
+        shared = one(k["ConfigMap"], lambda m: m["metadata"]["name"].endswith("-config")) or {}
+        data = shared.get("data") or {}
+        c.check(data.get("TXN_TOKEN__REVOCATIONS__REDIS__KEY_PREFIX") == data.get("TXN_REDIS__KEY_PREFIX"),
+                "the revoked-session stream is read under auth's Redis key prefix")
+    # the gateway secret: all of them or none
+    gateway_side = [*GRPC_SERVICES, "edge-gateway"]
+    secrets = {comp: by_comp.get(comp, {}).get("TXN_SERVER__GATEWAY_SECRET") for comp in gateway_side}
+    if any(secrets.values()) or production or all_secrets:
+        c.check(all(secrets.values()) and len(set(secrets.values())) == 1,
+                f"the gateway and every gRPC service get one TXN_SERVER__GATEWAY_SECRET from a Secret ({secrets})")
+    c.check("TXN_SERVER__GATEWAY_SECRET" not in by_comp.get("mailer", {}), "mailer: no gateway secret (no gRPC port)")
+    # the read replica: accounts and transfers only
+    reads = {comp: refs.get(f"{comp.upper().replace('-', '_')}_DATABASE__READ_URL")
+             for comp, refs in by_comp.items()}
+    if any(reads.values()) or all_secrets:
+        c.check(all(reads.get(comp) for comp in ("accounts", "transfers")),
+                "accounts and transfers: *_DATABASE__READ_URL from a Secret")
+    others = [comp for comp, refs in by_comp.items() if comp not in ("accounts", "transfers")
+              and any(n.endswith("DATABASE__READ_URL") for n in refs)]
+    c.check(not others, f"no read replica URL beyond accounts and transfers ({others})")
 
 
 def main(argv: list[str]) -> int:
@@ -335,6 +383,8 @@ def main(argv: list[str]) -> int:
         c.check(len(public) == 1 and bool(public[0].get("from"))
                 and all("namespaceSelector" in f and "podSelector" in f for f in public[0]["from"]),
                 "production: only the ingress controller's pods reach the gateway's public ports")
+
+    check_secrets(c, k, production, "--all-secrets" in argv)
 
     failed = len(c.failed)
     print(f"chart {'production' if production else 'default'} values: {c.passed} passed, {failed} failed")

@@ -10,8 +10,13 @@ Usage: check_compose.py CONFIG.json
   the service (what the dashboard filters on), and Grafana provisions it as a data source and loads
   deploy/grafana/transactions-api.json.
 - keygen and migrate are one-shots; every service that needs them waits for
-  service_completed_successfully; every long-running service has a health check, and the gateway
-  waits for auth, accounts and transfers to be healthy.
+  service_completed_successfully (the mailer for migrate too: its recipients table); every
+  long-running service has a health check, and the gateway waits for auth, accounts and transfers
+  to be healthy.
+- Every service that verifies tokens (accounts, transfers, webhooks) follows the revoked-session
+  stream in auth's Redis and waits for Redis; the gateway and every gRPC service share one
+  non-empty server.gateway_secret; accounts and transfers pass database.read_url through from the
+  shell (unset unless set there).
 - The five services run read-only, without capabilities and with no-new-privileges.
 - Every build target exists as a stage of deploy/docker/Dockerfile, and every binary the builder
   copies out is a package of the Cargo workspace.
@@ -80,6 +85,7 @@ def main(argv: list[str]) -> int:
         check(waits(name, "migrate", "service_completed_successfully"), f"{name}: waits for migrate")
         check(waits(name, "keygen", "service_completed_successfully"), f"{name}: waits for keygen")
         check(waits("edge-gateway", name, "service_healthy"), f"edge-gateway: waits for {name} healthy")
+    check(waits("mailer", "migrate", "service_completed_successfully"), "mailer: waits for migrate")
     check(waits("migrate", "postgres", "service_healthy"), "migrate: waits for postgres healthy")
     check(waits("auth", "redis", "service_healthy"), "auth: waits for redis healthy")
     check(waits("mailer", "redis", "service_healthy"), "mailer: waits for redis healthy")
@@ -94,6 +100,19 @@ def main(argv: list[str]) -> int:
         check(not any("PRIVATE_KEY" in k and k.endswith("KEY") for k in env), f"{name}: no inline private key")
     check((services.get("auth", {}).get("environment") or {}).get("AUTH_TOKEN__PRIVATE_KEY_FILE", "").startswith("/keys/"),
           "auth: reads the private key from the keys volume")
+    env_of = {name: services.get(name, {}).get("environment") or {} for name in APP}
+    auth_redis = env_of["auth"].get("AUTH_RELAY__REDIS__URL") or env_of["auth"].get("TXN_REDIS__URL")
+    for name in ["accounts", "transfers", "webhooks"]:
+        check(bool(auth_redis) and env_of[name].get("TXN_TOKEN__REVOCATIONS__REDIS__URL") == auth_redis,
+              f"{name}: follows revoked sessions in auth's Redis ({auth_redis})")
+        check(waits(name, "redis", "service_healthy"), f"{name}: waits for redis healthy")
+    secrets = {name: env_of[name].get("TXN_SERVER__GATEWAY_SECRET") for name in APP if name != "mailer"}
+    check(all(secrets.values()) and len(set(secrets.values())) == 1,
+          f"the gateway and every gRPC service share one server.gateway_secret ({sorted(secrets)})")
+    for name in ["accounts", "transfers"]:
+        key = f"{name.upper()}_DATABASE__READ_URL"
+        # without a value in the file: compose passes it only when the shell sets it
+        check(key in env_of[name], f"{name}: {key} passed through from the shell")
     gw_test = " ".join((services.get("edge-gateway", {}).get("healthcheck") or {}).get("test") or [])
     check("127.0.0.1:8085/readyz" in gw_test, "edge-gateway: health check on its admin port's /readyz")
     gw_env = services.get("edge-gateway", {}).get("environment") or {}

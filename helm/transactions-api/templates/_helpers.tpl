@@ -78,11 +78,13 @@ app.kubernetes.io/component: {{ .name }}
 {{- printf "%s-secrets" (include "txn.fullname" .) -}}
 {{- end -}}
 
-{{/* Whether a secret part (database, redis, token, smtp) is configured at all. */}}
+{{/* Whether a secret part (database, databaseRead, redis, token, smtp, gateway) is configured at all. */}}
 {{- define "txn.secret.configured" -}}
 {{- $s := index .root.Values.secrets .part -}}
 {{- if $s.existingSecret -}}true
 {{- else if eq .part "database" -}}{{ if $s.url }}true{{ end }}
+{{- else if eq .part "databaseRead" -}}{{ if $s.url }}true{{ end }}
+{{- else if eq .part "gateway" -}}{{ if $s.secret }}true{{ end }}
 {{- else if eq .part "redis" -}}{{ if $s.url }}true{{ end }}
 {{- else if eq .part "token" -}}{{ if or $s.publicKey $s.privateKey }}true{{ end }}
 {{- else if eq .part "smtp" -}}{{ if or $s.username $s.password }}true{{ end }}
