@@ -218,6 +218,34 @@ pub async fn find_locked_accounts(
     Ok((locked_ids, locked_currencies))
 }
 
+/// Locks the accounts named by `ids` and the system accounts of `currencies` for the caller's
+/// transaction, ascending id, waiting at most `lock_timeout_ms` for them (SQLSTATE 55P03 when
+/// that runs out). The batcher takes a row found held elsewhere this way first, alone, so that
+/// while it waits it holds no other account's row (see `domain::batch`).
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "transfers.lock_accounts", otel.kind = "client", db.system = "postgresql"))]
+pub async fn lock_accounts(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+    currencies: &[&str],
+    lock_timeout_ms: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(format!("{}ms", lock_timeout_ms.max(1)))
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "SELECT a.id FROM ledger.accounts a
+         WHERE a.id = ANY($1) OR (a.kind = 'system' AND a.currency = ANY($2))
+         ORDER BY a.id
+         FOR UPDATE",
+    )
+    .bind(ids)
+    .bind(currencies)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TransferRow {
     pub id: i64,
@@ -597,20 +625,24 @@ pub async fn count_accounts(tx: &mut Transaction<'_, Postgres>) -> Result<i64, s
 /// At most `limit` accounts whose balance differs from the sum of their entries, taken as the
 /// checkpoint's total (ledger.reconcile_account_totals, entries up to `since`) plus the entries
 /// with an id above `since`; or customer accounts below zero: (id, balance, Σ entries, customer
-/// below zero).
+/// below zero). The entries' sums are MATERIALIZED, planned apart from the `LIMIT`: inlined,
+/// the planner took them in account order from `entries_account_idx` to merge with the
+/// accounts, reading every entry above `since` from the heap in index order (406 s for the 20
+/// million entries of a 10-million-transfer catch-up; see docs/scaling.md).
 pub async fn find_unbalanced_accounts(
     tx: &mut Transaction<'_, Postgres>,
     since: i64,
     limit: i64,
 ) -> Result<Vec<(i64, i64, i64, bool)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT a.id, a.balance, (COALESCE(c.entries_total, 0) + COALESCE(e.total, 0))::bigint,
+        "WITH e AS MATERIALIZED (
+            SELECT account_id, SUM(amount) AS total FROM ledger.entries WHERE id > $1
+            GROUP BY account_id)
+         SELECT a.id, a.balance, (COALESCE(c.entries_total, 0) + COALESCE(e.total, 0))::bigint,
                 a.kind = 'customer' AND a.balance < 0
          FROM ledger.accounts a
          LEFT JOIN ledger.reconcile_account_totals c ON c.account_id = a.id
-         LEFT JOIN (SELECT account_id, SUM(amount) AS total FROM ledger.entries WHERE id > $1
-                    GROUP BY account_id) e
-                ON e.account_id = a.id
+         LEFT JOIN e ON e.account_id = a.id
          WHERE a.balance <> COALESCE(c.entries_total, 0) + COALESCE(e.total, 0)
             OR (a.kind = 'customer' AND a.balance < 0)
          ORDER BY a.id LIMIT $2",
@@ -702,6 +734,9 @@ pub async fn find_accounts_off_their_holds(
 /// with what ended it (pending with an end, or ended without one), an end that is not a hold's
 /// (`hold_id` naming a transfer that is not a hold), or a post larger than its hold:
 /// (hold id, ends, the hold's status, what ended it, its amount, the hold's amount).
+/// The holds to look at are a UNION of two scans of the ids above `since`: written as one OR
+/// (`h.hold AND h.id > $1 OR h.id IN (…)`) the planner can answer it only by reading every
+/// transfer of the history (seconds at ten million; see docs/scaling.md).
 pub async fn find_holds_ended_wrongly(
     tx: &mut Transaction<'_, Postgres>,
     since: i64,
@@ -709,10 +744,11 @@ pub async fn find_holds_ended_wrongly(
 ) -> Result<Vec<(i64, i64, String, Option<String>, Option<i64>, i64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT h.id, COUNT(e.id), h.status, MIN(e.status), MAX(e.amount), h.amount
-         FROM ledger.transfers h
+         FROM (SELECT id FROM ledger.transfers WHERE hold AND id > $1
+               UNION
+               SELECT hold_id FROM ledger.transfers WHERE hold_id IS NOT NULL AND id > $1) s
+         JOIN ledger.transfers h ON h.id = s.id
          LEFT JOIN ledger.transfers e ON e.hold_id = h.id
-         WHERE (h.hold AND h.id > $1)
-            OR h.id IN (SELECT hold_id FROM ledger.transfers WHERE hold_id IS NOT NULL AND id > $1)
          GROUP BY h.id
          HAVING COUNT(e.id) > 1
              OR NOT h.hold
@@ -784,7 +820,8 @@ pub async fn count_reversed_transfers(
 /// their amount or differ from their `reversed_amount`, or a reversal that does not mirror what
 /// it reverses (the opposite direction, the same currency, a transfer that moved money and is
 /// no reversal itself): (id, amount, reversed_amount, Σ reversals, reversals that do not
-/// mirror it).
+/// mirror it). The transfers to look at are a UNION of two scans of the ids above `since`, not
+/// an OR, for the reason given at [`find_holds_ended_wrongly`].
 pub async fn find_transfers_reversed_wrongly(
     tx: &mut Transaction<'_, Postgres>,
     since: i64,
@@ -797,10 +834,11 @@ pub async fn find_transfers_reversed_wrongly(
                                        OR r.currency <> o.currency
                                        OR o.reverses_id IS NOT NULL OR o.hold
                                        OR o.status <> 'posted')
-         FROM ledger.transfers o
+         FROM (SELECT id FROM ledger.transfers WHERE reversed_amount > 0 AND id > $1
+               UNION
+               SELECT reverses_id FROM ledger.transfers WHERE reverses_id IS NOT NULL AND id > $1) s
+         JOIN ledger.transfers o ON o.id = s.id
          LEFT JOIN ledger.transfers r ON r.reverses_id = o.id
-         WHERE (o.reversed_amount > 0 AND o.id > $1)
-            OR o.id IN (SELECT reverses_id FROM ledger.transfers WHERE reverses_id IS NOT NULL AND id > $1)
          GROUP BY o.id
          HAVING COALESCE(SUM(r.amount), 0) <> o.reversed_amount
              OR o.reversed_amount > o.amount

@@ -1,11 +1,15 @@
 //! Incremental Reconcile (issue 18): a checkpoint of per-account entry totals up to a watermark
 //! plus the entries since. A clean ledger is clean both ways, the checkpoint advances, a balance
 //! changed by hand is caught by both, an entry changed by hand at or below the watermark only by
-//! the full check (as documented), and transfers committing during a run give no false alarm.
+//! the full check (as documented), an old hold or transfer ended or reversed wrongly by a row
+//! written since is caught by both, and transfers committing during a run give no false alarm.
 
 use crate::support::App;
 use futures::{StreamExt, stream};
-use proto::transfers::v1::{CreateTransferRequest, ReconcileRequest, ReconcileResponse};
+use proto::transfers::v1::{
+    CreateTransferRequest, PostTransferRequest, ReconcileRequest, ReconcileResponse,
+    ReverseTransferRequest,
+};
 use test_support::authed;
 
 async fn reconcile(app: &App, full: bool) -> ReconcileResponse {
@@ -225,6 +229,132 @@ async fn an_entry_changed_below_the_watermark_is_caught_by_the_full_check_only_a
             "full = {full}: the transfer since the watermark is checked too: {:?}",
             r.violations
         );
+    }
+}
+
+/// A transfer (or hold) of `amount` from `from` to `to`: its id.
+async fn make(app: &App, from: i64, to: i64, amount: i64, pending: bool, token: &str) -> i64 {
+    app.client
+        .clone()
+        .create_transfer(authed(
+            CreateTransferRequest {
+                from_account_id: from,
+                to_account_id: to,
+                amount,
+                currency: "USD".into(),
+                pending,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .transfer
+        .unwrap()
+        .id
+}
+
+/// The incremental run finds the holds and reversed transfers to check through the rows written
+/// since the checkpoint (the holds they end, the transfers they reverse): old rows ended or
+/// reversed correctly since give no alarm, ended or reversed wrongly are caught, as by the full
+/// check.
+#[tokio::test]
+async fn an_old_hold_or_transfer_ended_or_reversed_wrongly_since_the_checkpoint_is_caught_by_both()
+{
+    let app = App::start().await;
+    let alice = app.open("alice", "USD").await;
+    let bob = app.open("bob", "USD").await;
+    app.deposit(alice, 1_000, "USD").await;
+    let (alice_token, bob_token) = (app.token("alice"), app.token("bob"));
+    let posted_later = make(&app, alice, bob, 300, true, &alice_token).await;
+    let voided_by_hand = make(&app, alice, bob, 40, true, &alice_token).await;
+    let paid = make(&app, alice, bob, 200, false, &alice_token).await;
+    let checked = reconcile(&app, false).await;
+    assert!(
+        checked.ok && checked.checkpoint_advanced,
+        "{:?}",
+        checked.violations
+    );
+
+    // ended and reversed through the API after the checkpoint: clean
+    app.client
+        .clone()
+        .post_transfer(authed(
+            PostTransferRequest {
+                id: posted_later,
+                amount: 300,
+                ..Default::default()
+            },
+            &alice_token,
+        ))
+        .await
+        .unwrap();
+    app.client
+        .clone()
+        .reverse_transfer(authed(
+            ReverseTransferRequest {
+                id: paid,
+                amount: 50,
+                ..Default::default()
+            },
+            &bob_token,
+        ))
+        .await
+        .unwrap();
+    let clean = reconcile(&app, false).await;
+    assert!(clean.ok, "{:?}", clean.violations);
+    assert!(!clean.full && clean.checkpoint_advanced);
+    assert_eq!(clean.reversals_checked, 1, "the reversal written since");
+
+    // by hand, after that checkpoint: a void of the old pending hold that leaves it pending, and
+    // a second reversal of the old transfer (with its entries and balances, so that only the
+    // reversal rule is broken) past its amount, its reversed_amount left as it was
+    sqlx::query(
+        "INSERT INTO ledger.transfers (from_account_id, to_account_id, amount, currency, kind,
+                                       created_by, created_by_id, status, hold_id)
+         SELECT from_account_id, to_account_id, amount, currency, kind, created_by, created_by_id,
+                'voided', id
+         FROM ledger.transfers WHERE id = $1",
+    )
+    .bind(voided_by_hand)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH r AS (
+            INSERT INTO ledger.transfers (from_account_id, to_account_id, amount, currency, kind,
+                                          created_by, created_by_id, reverses_id)
+            SELECT to_account_id, from_account_id, 200, currency, kind, created_by, created_by_id, id
+            FROM ledger.transfers WHERE id = $1
+            RETURNING id, from_account_id, to_account_id, amount),
+         e AS (
+            INSERT INTO ledger.entries (account_id, transfer_id, amount, balance_after)
+            SELECT from_account_id, id, -amount, 0 FROM r
+            UNION ALL SELECT to_account_id, id, amount, 0 FROM r)
+         UPDATE ledger.accounts a SET balance = a.balance + d.delta
+         FROM (SELECT from_account_id AS id, -amount AS delta FROM r
+               UNION ALL SELECT to_account_id, amount FROM r) d
+         WHERE a.id = d.id",
+    )
+    .bind(paid)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+
+    let expected = vec![
+        format!(
+            "hold {voided_by_hand} (pending, amount 40): ended 1 time(s), as Some(\"voided\"), for Some(40)"
+        ),
+        format!(
+            "transfer {paid} (amount 200): reversed_amount 50, its reversals sum to 250, 0 of them do not mirror it"
+        ),
+    ];
+    for full in [false, true] {
+        let r = reconcile(&app, full).await;
+        assert_eq!(r.full, full);
+        assert_eq!(r.violations, expected, "full = {full}");
+        assert!(!r.checkpoint_advanced);
     }
 }
 
