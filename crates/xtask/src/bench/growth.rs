@@ -87,6 +87,11 @@ pub(crate) async fn run(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
                     phase.push(key, cpu.get(group).copied().unwrap_or(0.0) / ok * 1000.0);
                 }
             }
+            // The reads twice: at the suite's clients (32) they saturate the two cores the
+            // database, the service and loadgen share, so their p99 is mostly time spent
+            // queueing for a core (the same on a small ledger as on a large one); at one client
+            // nothing waits, so what is left is the call's own cost, which is what grows with
+            // the history if anything does. No write load runs during either.
             let r = load_json(
                 ctx.bin_dir,
                 args,
@@ -96,17 +101,9 @@ pub(crate) async fn run(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
                 false,
             )
             .await?;
-            for rpc in ["GetTransfer", "ListEntries", "ListTransfers"] {
-                for p in ["p50", "p99"] {
-                    if let Some(v) = r["by_rpc"][rpc][p].as_f64() {
-                        phase.push(&format!("{rpc} {p} ms"), v);
-                    }
-                }
-            }
-            phase.push(
-                "reads/s (all three)",
-                r["transfers_per_s"].as_f64().unwrap_or(0.0),
-            );
+            push_reads(&mut phase, &r, &format!("{} clients", args.clients));
+            let r1 = reads_at_one_client(ctx).await?;
+            push_reads(&mut phase, &r1, "1 client");
             // the RPC's default: incremental, over what was written since the previous run (the
             // round's transfers; the first large round: the whole preload)
             phase.push("Reconcile ms (RPC, incremental)", reconcile(ctx).await?);
@@ -128,6 +125,65 @@ pub(crate) async fn run(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
         serde_json::to_vec_pretty(&phases)?,
     )?;
     Ok(())
+}
+
+/// The read RPCs' p50 / p99 and the calls per second of one loadgen `reads` run.
+fn push_reads(phase: &mut Phase, r: &serde_json::Value, clients: &str) {
+    for rpc in ["GetTransfer", "ListEntries", "ListTransfers"] {
+        for p in ["p50", "p99"] {
+            if let Some(v) = r["by_rpc"][rpc][p].as_f64() {
+                phase.push(&format!("{rpc} {p} ms, {clients}"), v);
+            }
+        }
+    }
+    phase.push(
+        &format!("reads/s (all three), {clients}"),
+        r["transfers_per_s"].as_f64().unwrap_or(0.0),
+    );
+}
+
+/// loadgen's `reads` mix with one client, as [`super::load_json`] runs it otherwise (that one
+/// always passes the suite's `--clients`, and loadgen takes an option once).
+async fn reads_at_one_client(ctx: &Ctx<'_>) -> anyhow::Result<serde_json::Value> {
+    let args = ctx.args;
+    let out = tokio::process::Command::new(ctx.bin_dir.join("loadgen"))
+        .args([
+            "--target",
+            "grpc-direct",
+            "--mode",
+            "reads",
+            "--no-reconcile",
+        ])
+        .args(["--transfers-grpc", super::TRANSFERS_GRPC])
+        .args(["--gateway-grpc", super::GATEWAY_GRPC])
+        .args(["--gateway-http", super::GATEWAY_HTTP])
+        .args(["--accounts", &args.accounts.to_string()])
+        .args(["--clients", "1"])
+        .args(["--duration-secs", &args.duration_secs.to_string()])
+        .arg("--parties-file")
+        .arg(ctx.parties)
+        .args([
+            "--banker",
+            super::BANKER,
+            "--banker-password",
+            super::BANKER_PASSWORD,
+        ])
+        .args(["--tag", "bench"])
+        .env("DATABASE_URL", &args.database_url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "loadgen reads at 1 client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| anyhow::anyhow!("loadgen printed no JSON line"))
 }
 
 /// `transfers reconcile [--full]` against the bench database: wall-clock milliseconds.
