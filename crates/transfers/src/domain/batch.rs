@@ -20,7 +20,10 @@
 //!   insufficient funds does not fail the others);
 //! - every call's lock waits are bounded (`batch.lock_timeout_ms`, and never past the batch's
 //!   earliest deadline), so a row held by someone else cannot stall the batch and everything
-//!   queued behind it;
+//!   queued behind it; a batch that runs out is split around the accounts found locked, which
+//!   stay suspect until a request on them goes through: their requests go alone, each waiting
+//!   for the held row before it locks anything else, and are answered `account_busy` (nothing
+//!   moved) while it stays held (see [`Executor::try_suspect`]);
 //! - if the call itself fails (not a business failure), the whole batch was rolled back (the
 //!   database reported it) and its requests are retried alone, side by side, each caller
 //!   answered from its own retry (one that runs out of lock time again: `account_busy`, nothing
@@ -153,6 +156,10 @@ async fn hold_while_conflicting(
 /// Requests of a failed batch retried alone at the same time (each holds a connection).
 const RETRIES_AT_ONCE: usize = 8;
 
+/// A suspect account not found locked again for this long is forgotten (only bounds the map;
+/// its next request would find out anew).
+const SUSPECT_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
+
 /// The longest a batch is held back for a conflicting one.
 const HOLD_AT_MOST: Duration = Duration::from_millis(250);
 
@@ -254,36 +261,62 @@ pub struct Executor {
     max_transfer_amount: i64,
     /// The longest one call may wait for a row lock (`batch.lock_timeout_ms`).
     lock_timeout: Duration,
-    /// Accounts found locked by someone else after a batch ran out of lock time, until when they
-    /// stay suspect: requests that need one go alone, so they cannot make another whole batch
-    /// wait out a lock timeout.
+    /// Accounts found locked by someone else after a batch ran out of lock time (with when they
+    /// were last found so): requests that need one go alone ([`Self::try_suspects`]), so they
+    /// cannot make another whole batch wait out a lock timeout. An account stays suspect until
+    /// a request on it goes through, however long the row is held (a timer would let it back
+    /// into mixed batches while still held, each of which would then wait a lock timeout again).
     suspects: Arc<Mutex<HashMap<LockKey, std::time::Instant>>>,
+    /// Turns of requests on suspect accounts: at most this many wait on held rows at once, each
+    /// with a connection, so the batches of other accounts always find connections in the pool.
+    suspect_turns: Arc<Semaphore>,
 }
 
 impl Executor {
     pub fn new(db: PgPool, max_transfer_amount: i64, lock_timeout: Duration) -> Self {
+        let connections = usize::try_from(db.options().get_max_connections()).unwrap_or(1);
         Self {
             db,
             max_transfer_amount,
             lock_timeout,
             suspects: Arc::default(),
+            suspect_turns: Arc::new(Semaphore::new((connections / 4).clamp(1, RETRIES_AT_ONCE))),
         }
     }
 
-    /// Whether a request needs an account that was found locked a moment ago.
-    fn is_suspect(&self, p: &Pending) -> bool {
-        let now = std::time::Instant::now();
-        let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
-        suspects.retain(|_, until| *until > now);
-        !suspects.is_empty() && LockKey::of(&p.cmd).iter().any(|k| suspects.contains_key(k))
+    /// The keys of a request that are suspect (found locked by someone else, not yet seen free).
+    fn suspect_keys(&self, p: &Pending) -> Vec<LockKey> {
+        let suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        if suspects.is_empty() {
+            return Vec::new();
+        }
+        LockKey::of(&p.cmd)
+            .into_iter()
+            .filter(|k| suspects.contains_key(k))
+            .collect()
     }
 
-    /// Marks keys as suspect for a while (twice the lock timeout, at least 1 s).
+    /// Whether a request needs an account that was found locked by someone else.
+    fn is_suspect(&self, p: &Pending) -> bool {
+        !self.suspect_keys(p).is_empty()
+    }
+
+    /// Marks keys as suspect (again). Marks older than [`SUSPECT_FORGOTTEN_AFTER`] are dropped
+    /// here, which only bounds the map: an account's requests normally clear its mark.
     fn suspect(&self, keys: impl IntoIterator<Item = LockKey>) {
-        let until = std::time::Instant::now() + (self.lock_timeout * 2).max(Duration::from_secs(1));
+        let now = std::time::Instant::now();
+        let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        suspects.retain(|_, at| now.duration_since(*at) < SUSPECT_FORGOTTEN_AFTER);
+        for key in keys {
+            suspects.insert(key, now);
+        }
+    }
+
+    /// A request on these keys went through: their rows are free, their requests batch again.
+    fn clear_suspects(&self, keys: &[LockKey]) {
         let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
         for key in keys {
-            suspects.insert(key, until);
+            suspects.remove(key);
         }
     }
 
@@ -305,11 +338,13 @@ impl Executor {
             return;
         }
         metrics::histogram!("transfer_batch_size").record(live.len() as f64);
-        if live.len() > 1 && live.iter().any(|p| self.is_suspect(p)) {
+        // also a batch of one: tried as part of a batch it would lock its other accounts and
+        // then wait on the held row, holding them
+        if live.iter().any(|p| self.is_suspect(p)) {
             let (suspect, normal): (Vec<Pending>, Vec<Pending>) =
                 live.into_iter().partition(|p| self.is_suspect(p));
             drop(slot);
-            let alone = self.try_alone(suspect);
+            let alone = self.try_suspects(suspect);
             let together = self.run_together(normal);
             futures::join!(alone, together);
             return;
@@ -357,11 +392,11 @@ impl Executor {
 
     /// After a batch ran out of lock time (nothing of it applied): asks which of its accounts
     /// are locked right now and marks them suspect; the requests that need one are tried alone
-    /// (one still locked out runs out of lock time again and is answered `account_busy`: nothing
-    /// moved, the caller retries with its key; one that only met another batch's lock goes
-    /// through), and the others are applied as one batch again at once, beside them. So one row
-    /// held elsewhere delays the rest by one lock timeout only. The batch's slot is given back
-    /// once the suspects are marked, so the next batch already sends their requests alone.
+    /// ([`Self::try_suspects`]: one still locked out is answered `account_busy`, nothing moved,
+    /// the caller retries with its key; one that only met another batch's lock goes through),
+    /// and the others are applied as one batch again at once, beside them. So one row held
+    /// elsewhere delays the rest by one lock timeout, once per hold. The batch's slot is given
+    /// back once the suspects are marked, so the next batch already sends their requests alone.
     async fn split_around_locked(&self, live: Vec<Pending>, slot: Option<OwnedSemaphorePermit>) {
         let mut ids: Vec<i64> = Vec::new();
         let mut currencies: Vec<String> = Vec::new();
@@ -425,21 +460,111 @@ impl Executor {
                 self.retry_alone(rest, e).await;
             }
         };
-        futures::join!(self.try_alone(busy), together);
+        futures::join!(self.try_suspects(busy), together);
     }
 
-    /// Tries each request alone, side by side, and answers it from its own try.
-    async fn try_alone(&self, items: Vec<Pending>) {
-        futures::stream::iter(items.into_iter().map(|p| async move {
-            let r = self
-                .call(std::slice::from_ref(&p))
-                .await
-                .and_then(|v| v.into_iter().next().unwrap_or(Err(missing(0))));
+    /// Tries each request on a suspect account alone, side by side, and answers it from its own
+    /// try ([`Self::try_suspect`]).
+    async fn try_suspects(&self, items: Vec<Pending>) {
+        futures::future::join_all(items.into_iter().map(|p| async move {
+            let r = self.try_suspect(&p).await;
             answer(p, r);
         }))
-        .buffer_unordered(RETRIES_AT_ONCE)
-        .collect::<Vec<()>>()
         .await;
+    }
+
+    /// One request on a suspect account, alone: it waits for a turn (see `suspect_turns`) and
+    /// then for the suspect rows, together at most one lock timeout (and never past its
+    /// deadline), in a transaction that locks the suspect rows first and only then calls
+    /// `ledger.transfer_batch` for it. So while it waits it holds no other account's row: a
+    /// partner with a lower id would otherwise stay locked behind the held row, and its own
+    /// transfers with it. Still locked out (or no turn in time): `account_busy`, nothing moved,
+    /// and the account stays suspect. Through: the account is free again and leaves suspicion.
+    async fn try_suspect(&self, p: &Pending) -> Answer {
+        let items = std::slice::from_ref(p);
+        let until = std::time::Instant::now()
+            + Duration::from_millis(u64::try_from(self.lock_timeout_ms(items)).unwrap_or(1));
+        let turn = tokio::time::timeout_at(until.into(), self.suspect_turns.acquire()).await;
+        let Ok(Ok(_turn)) = turn else {
+            // as many requests are waiting on held rows already: this one's lock time ran out
+            // waiting behind them, with nothing sent
+            return Err(LedgerError::AccountBusy);
+        };
+        if p.reply.is_closed() {
+            return Err(LedgerError::DeadlineExceeded);
+        }
+        // none left if another request on them went through meanwhile: then nothing is locked
+        // first
+        let suspects = self.suspect_keys(p);
+        let wait = until.saturating_duration_since(std::time::Instant::now());
+        let r = self.call_after_locking(p, &suspects, wait).await;
+        match &r {
+            Ok(_) => self.clear_suspects(&suspects),
+            Err(SuspectError::StillLocked) => self.suspect(suspects),
+            Err(SuspectError::Call(_)) => {}
+        }
+        match r {
+            Ok(answer) => answer,
+            Err(SuspectError::StillLocked) => Err(LedgerError::AccountBusy),
+            Err(SuspectError::Call(e)) => Err(e),
+        }
+    }
+
+    /// [`Self::call`] for one request in a transaction that first locks `suspects`' rows,
+    /// waiting at most `wait` for them. The transfer's answer when through (also a business
+    /// refusal: the rows were free). Before the commit nothing of it is applied whatever
+    /// fails; a commit that fails without an answer is `outcome_unknown`.
+    async fn call_after_locking(
+        &self,
+        p: &Pending,
+        suspects: &[LockKey],
+        wait: Duration,
+    ) -> Result<Answer, SuspectError> {
+        let mut ids: Vec<i64> = Vec::new();
+        let mut currencies: Vec<&str> = Vec::new();
+        for key in suspects {
+            match key {
+                LockKey::Account(id) => ids.push(id.get()),
+                LockKey::System(currency) => currencies.push(currency.as_str()),
+                LockKey::Hold(_) => {}
+            }
+        }
+        let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+        let mut conn = self
+            .db
+            .acquire()
+            .await
+            .map_err(|e| SuspectError::Call(LedgerError::NotConnected(e)))?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(|e| SuspectError::Call(LedgerError::NotConnected(e)))?;
+        // (what fails before the commit was rolled back: a broken connection's `Database`
+        // error is answered `database_unavailable`, nothing moved, as is true here)
+        if let Err(e) = store::lock_accounts(&mut tx, &ids, &currencies, wait_ms).await {
+            return Err(match LedgerError::from_db(e) {
+                LedgerError::AccountBusy => SuspectError::StillLocked,
+                e => SuspectError::Call(e),
+            });
+        }
+        let cmds = [&p.cmd];
+        let lock_timeout_ms = Some(self.lock_timeout_ms(std::slice::from_ref(p)));
+        let rows = store::apply_batch(&mut tx, &cmds, self.max_transfer_amount, lock_timeout_ms)
+            .await
+            .map_err(|e| SuspectError::Call(LedgerError::from_db(e)))?;
+        let answer = answers_of(&cmds, rows)
+            .map_err(SuspectError::Call)?
+            .into_iter()
+            .next()
+            .unwrap_or(Err(missing(0)));
+        tx.commit().await.map_err(|e| {
+            // a commit the database refused rolled back; one without an answer may have happened
+            SuspectError::Call(if e.as_database_error().is_some() {
+                LedgerError::from_db(e)
+            } else {
+                LedgerError::OutcomeUnknown
+            })
+        })?;
+        Ok(answer)
     }
 
     /// Applies what is left after a split as one batch; on a failure of the whole call hands the
@@ -541,37 +666,51 @@ impl Executor {
         let rows = store::apply_batch(&mut conn, &cmds, self.max_transfer_amount, lock_timeout_ms)
             .await
             .map_err(LedgerError::from_db)?;
-        // element (0-based) → (command, leg)
-        let mut owner_of: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
-        for (i, c) in cmds.iter().enumerate() {
-            owner_of.extend((0..c.op.leg_count()).map(|leg| (i, leg)));
-        }
-        let mut legs: Vec<Vec<Option<BatchRow>>> = cmds
-            .iter()
-            .map(|c| (0..c.op.leg_count()).map(|_| None).collect())
-            .collect();
-        for row in rows {
-            let slot = usize::try_from(row.idx)
-                .ok()
-                .and_then(|i| i.checked_sub(1))
-                .and_then(|i| owner_of.get(i).copied());
-            match slot {
-                Some((i, leg)) => legs[i][leg] = Some(row),
-                None => {
-                    return Err(LedgerError::Invariant(format!(
-                        "transfer_batch answered element {} of {}",
-                        row.idx,
-                        owner_of.len()
-                    )));
-                }
+        answers_of(&cmds, rows)
+    }
+}
+
+/// How a request on a suspect account failed as a whole.
+enum SuspectError {
+    /// Its suspect rows were still held by someone else when its lock time ran out.
+    StillLocked,
+    Call(LedgerError),
+}
+
+/// Each command's own answer from the rows of one `ledger.transfer_batch` call, in order (a
+/// command of several legs has one row per leg, consecutive); `Err` when the rows do not match
+/// the commands.
+fn answers_of(cmds: &[&Command], rows: Vec<BatchRow>) -> Result<Vec<Answer>, LedgerError> {
+    // element (0-based) → (command, leg)
+    let mut owner_of: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
+    for (i, c) in cmds.iter().enumerate() {
+        owner_of.extend((0..c.op.leg_count()).map(|leg| (i, leg)));
+    }
+    let mut legs: Vec<Vec<Option<BatchRow>>> = cmds
+        .iter()
+        .map(|c| (0..c.op.leg_count()).map(|_| None).collect())
+        .collect();
+    for row in rows {
+        let slot = usize::try_from(row.idx)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| owner_of.get(i).copied());
+        match slot {
+            Some((i, leg)) => legs[i][leg] = Some(row),
+            None => {
+                return Err(LedgerError::Invariant(format!(
+                    "transfer_batch answered element {} of {}",
+                    row.idx,
+                    owner_of.len()
+                )));
             }
         }
-        Ok(legs
-            .into_iter()
-            .enumerate()
-            .map(|(i, rows)| answer_of(i, rows))
-            .collect())
     }
+    Ok(legs
+        .into_iter()
+        .enumerate()
+        .map(|(i, rows)| answer_of(i, rows))
+        .collect())
 }
 
 /// One command's answer from its rows (one per leg): the first row's error is the request's

@@ -3,9 +3,12 @@
 //! `batch.lock_timeout_ms`, are split, and the requests on other accounts go through at once; the
 //! ones on the locked account get `account_busy` by their deadline and move nothing.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
-use crate::support::App;
+use crate::support::{App, assert_status, with_key};
 use futures::future::join_all;
 use platform::error::reason_of;
 use proto::transfers::v1::CreateTransferRequest;
@@ -117,5 +120,199 @@ async fn one_locked_account_does_not_stop_transfers_between_other_accounts() {
     .unwrap();
     assert_eq!(applied, moved_from_locked);
     assert_eq!(app.balance(locked).await, 10_000 - moved_from_locked);
+    assert!(app.reconcile().await.ok);
+}
+
+/// The issue's case: a row held for 10 s under steady load on it and on other accounts.
+const HELD_LONG: Duration = Duration::from_secs(10);
+/// The deadline each request gets (the server's `server.request_timeout_ms`).
+const DEADLINE: Duration = Duration::from_secs(3);
+
+/// One request of the steady load: whether it names the locked account, its key, when it was
+/// sent, how long its answer took, and the answer.
+struct Sent {
+    on_locked: bool,
+    key: String,
+    sent_at: Instant,
+    took: Duration,
+    answer: Result<(), tonic::Status>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_held_10_s_under_load_refuses_only_its_own_requests_by_their_deadline_and_applies_none_of_them()
+ {
+    let app =
+        App::start_with(|cfg| cfg.server.request_timeout_ms = DEADLINE.as_millis() as u64).await;
+    // the locked account's id sits between its partners': a request tried alone that locks the
+    // lower partner first must not keep that partner's other transfers waiting on the held row
+    let bob = app.open("bob", "USD").await;
+    let carol = app.open("carol", "USD").await;
+    let alice = app.open("alice", "USD").await;
+    let dave = app.open("dave", "USD").await;
+    let erin = app.open("erin", "USD").await;
+    let others = [
+        (bob, "bob"),
+        (carol, "carol"),
+        (dave, "dave"),
+        (erin, "erin"),
+    ];
+    app.deposit(alice, 1_000_000, "USD").await;
+    for (account, _) in others {
+        app.deposit(account, 1_000_000, "USD").await;
+    }
+
+    let mut holder = app.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM ledger.accounts WHERE id = $1 FOR UPDATE")
+        .bind(alice)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let held_at = Instant::now();
+    let stop_at = held_at + HELD_LONG;
+
+    // closed-loop clients: 6 move money among the other four accounts, 4 to and from alice's
+    let clients = (0..10usize).map(|c| {
+        let mut client = app.client.clone();
+        let tokens: HashMap<&str, String> = ["alice", "bob", "carol", "dave", "erin"]
+            .into_iter()
+            .map(|user| (user, app.token(user)))
+            .collect();
+        async move {
+            let mut sent = Vec::new();
+            let mut n = 0usize;
+            while Instant::now() < stop_at {
+                n += 1;
+                let partner = others[(c + n) % others.len()];
+                let ((from, user), to) = if c < 6 {
+                    (partner, others[(c + n + 1) % others.len()].0)
+                } else if n.is_multiple_of(2) {
+                    ((alice, "alice"), partner.0)
+                } else {
+                    (partner, alice)
+                };
+                let key = format!("locked-{c}-{n}");
+                let sent_at = Instant::now();
+                let answer = client
+                    .create_transfer(with_key(
+                        authed(
+                            CreateTransferRequest {
+                                from_account_id: from,
+                                to_account_id: to,
+                                amount: 1,
+                                currency: "USD".into(),
+                                ..Default::default()
+                            },
+                            &tokens[user],
+                        ),
+                        &key,
+                    ))
+                    .await
+                    .map(|_| ());
+                sent.push(Sent {
+                    on_locked: from == alice || to == alice,
+                    key,
+                    sent_at,
+                    took: sent_at.elapsed(),
+                    answer,
+                });
+            }
+            sent
+        }
+    });
+    let sent: Vec<Sent> = join_all(clients).await.into_iter().flatten().collect();
+    let released_at = Instant::now();
+    holder.rollback().await.unwrap();
+
+    // other accounts: every transfer went through, p99 under a second, some in every second
+    let mut others_took: Vec<Duration> = Vec::new();
+    let mut done_per_second = vec![0usize; HELD_LONG.as_secs() as usize];
+    for s in sent.iter().filter(|s| !s.on_locked) {
+        others_took.push(s.took);
+        let second = (s.sent_at + s.took).duration_since(held_at).as_secs() as usize;
+        if let Some(n) = done_per_second.get_mut(second) {
+            *n += 1;
+        }
+    }
+    others_took.sort_unstable();
+    let p99 = others_took[(others_took.len() * 99).div_ceil(100) - 1];
+    let on_locked: Vec<&Sent> = sent.iter().filter(|s| s.on_locked).collect();
+    eprintln!(
+        "row held {:?}: other accounts {} transfers, p99 {p99:?}, max {:?}, done per second \
+         {done_per_second:?}; the locked account {} requests, slowest answer {:?}",
+        released_at.duration_since(held_at),
+        others_took.len(),
+        others_took.last().copied().unwrap_or_default(),
+        on_locked.len(),
+        on_locked.iter().map(|s| s.took).max().unwrap_or_default()
+    );
+    for s in sent.iter().filter(|s| !s.on_locked) {
+        assert!(
+            s.answer.is_ok(),
+            "a transfer between other accounts failed: {:?}",
+            s.answer
+        );
+    }
+    assert!(
+        p99 < Duration::from_secs(1),
+        "other accounts' p99 while the row was held: {p99:?} ({} transfers)",
+        others_took.len()
+    );
+    assert!(
+        done_per_second.iter().all(|n| *n > 0),
+        "transfers between other accounts completed in every second of the hold: {done_per_second:?}"
+    );
+
+    // the locked account: refused by its deadline, `account_busy`; none applied
+    let mut refused: Vec<String> = Vec::new();
+    for s in &on_locked {
+        assert!(
+            s.took < DEADLINE,
+            "a request on the locked account answered after its deadline: {:?}",
+            s.took
+        );
+        match &s.answer {
+            // the row is held until every client stopped: nothing on it can have gone through
+            Ok(()) => panic!("a transfer on the locked account was applied while the row was held"),
+            Err(e) => {
+                assert_status(e.clone(), Code::Unavailable, "account_busy");
+                refused.push(s.key.clone());
+            }
+        }
+    }
+    assert!(
+        refused.len() >= 10,
+        "the locked account saw steady load: {} requests",
+        refused.len()
+    );
+    // a refusal stays a refusal once the row is free again
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM ledger.idempotency_keys WHERE key = ANY($1)")
+            .bind(&refused)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        applied, 0,
+        "a refused request on the locked account was applied"
+    );
+    let touching: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM ledger.transfers
+         WHERE (from_account_id = $1 OR to_account_id = $1) AND kind = 'transfer'",
+    )
+    .bind(alice)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(touching, 0);
+    assert_eq!(app.balance(alice).await, 1_000_000);
+    let moved: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM ledger.idempotency_keys WHERE key LIKE 'locked-%'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(moved, others_took.len() as i64, "every 200 applied once");
+    assert_eq!(app.total("USD").await, 0, "Σ balances");
     assert!(app.reconcile().await.ok);
 }
