@@ -218,6 +218,56 @@ pub async fn find_locked_accounts(
     Ok((locked_ids, locked_currencies))
 }
 
+/// The row lock a statement gave up on, as PostgreSQL names it in the error's context
+/// (`while locking tuple (3,12) in relation "accounts"`): the tuple id, when it was a row of
+/// `ledger.accounts`. The batch's one locking statement waits on one row at a time, so this is
+/// the row it timed out on, not any row it merely touches.
+pub fn account_tuple_waited_on(e: &sqlx::Error) -> Option<String> {
+    let db = e.as_database_error()?;
+    let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
+    accounts_tuple_in_context(pg.r#where()?)
+}
+
+/// The tuple id in an error context's `while locking tuple (b,o) in relation "accounts"` line.
+fn accounts_tuple_in_context(context: &str) -> Option<String> {
+    let rest = context.split("while locking tuple ").nth(1)?;
+    let (tuple, rest) = rest.split_once(' ')?;
+    let named_accounts = rest
+        .lines()
+        .next()
+        .is_some_and(|l| l.trim_end() == "in relation \"accounts\"");
+    let well_formed = tuple.starts_with('(')
+        && tuple.ends_with(')')
+        && tuple[1..tuple.len() - 1]
+            .split(',')
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (named_accounts && well_formed).then(|| tuple.to_owned())
+}
+
+/// The account stored at tuple `tid` of `ledger.accounts` (see [`account_tuple_waited_on`]),
+/// if that version of the row is still there and still locked by another transaction right
+/// now: (id, whether it is a system account, its currency). `None` when the row was updated
+/// since (a new version, so the lock that stopped the batch was a short one of another batch)
+/// or is free again. Never waits.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "transfers.account_at_tuple", otel.kind = "client", db.system = "postgresql"))]
+pub async fn locked_account_at_tuple(
+    pool: &PgPool,
+    tid: &str,
+) -> Result<Option<(i64, bool, String)>, sqlx::Error> {
+    let row: Option<(i64, bool, String)> = sqlx::query_as(
+        "SELECT a.id, a.kind = 'system', a.currency FROM ledger.accounts a
+         WHERE a.ctid = $1::text::tid",
+    )
+    .bind(tid)
+    .fetch_optional(pool)
+    .await?;
+    let Some((id, system, currency)) = row else {
+        return Ok(None);
+    };
+    let (locked, _) = find_locked_accounts(pool, &[id], &[]).await?;
+    Ok(locked.contains(&id).then_some((id, system, currency)))
+}
+
 /// Locks the accounts named by `ids` and the system accounts of `currencies` for the caller's
 /// transaction, ascending id, waiting at most `lock_timeout_ms` for them (SQLSTATE 55P03 when
 /// that runs out). The batcher takes a row found held elsewhere this way first, alone, so that
@@ -853,4 +903,34 @@ pub async fn find_transfers_reversed_wrongly(
     .bind(limit)
     .fetch_all(&mut **tx)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accounts_tuple_in_context;
+
+    #[test]
+    fn the_tuple_a_lock_wait_gave_up_on_is_read_from_the_error_context() {
+        let context = "while locking tuple (3,12) in relation \"accounts\"\n\
+                       SQL statement \"SELECT * FROM ledger.accounts a ... FOR UPDATE\"\n\
+                       PL/pgSQL function ledger.transfer_batch(...) line 96 at FOR over SELECT rows";
+        assert_eq!(
+            accounts_tuple_in_context(context).as_deref(),
+            Some("(3,12)")
+        );
+        // another relation's row (a hold's transfer), or no lock wait at all: nothing
+        assert_eq!(
+            accounts_tuple_in_context("while locking tuple (0,7) in relation \"transfers\""),
+            None
+        );
+        assert_eq!(
+            accounts_tuple_in_context("PL/pgSQL function f() line 1 at RAISE"),
+            None
+        );
+        // only a well-formed tuple id is handed on to SQL
+        assert_eq!(
+            accounts_tuple_in_context("while locking tuple (1,2);x in relation \"accounts\""),
+            None
+        );
+    }
 }

@@ -350,7 +350,7 @@ impl Executor {
             return;
         }
         let started = std::time::Instant::now();
-        let result = self.call(&live).await;
+        let result = self.call_noting_lock(&live).await;
         metrics::histogram!("transfer_batch_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -359,11 +359,11 @@ impl Executor {
                     answer(p, r);
                 }
             }
-            Err(e) => {
+            Err((e, waited_on)) => {
                 // retries must not keep later batches out: one that waits on a locked row again
                 // would hold the slot for another lock timeout
                 if matches!(e, LedgerError::AccountBusy) && live.len() > 1 {
-                    self.split_around_locked(live, slot).await;
+                    self.split_around_locked(live, slot, waited_on).await;
                 } else {
                     drop(slot);
                     self.retry_alone(live, e).await;
@@ -377,27 +377,41 @@ impl Executor {
         if items.is_empty() {
             return;
         }
-        match self.call(&items).await {
+        match self.call_noting_lock(&items).await {
             Ok(results) => {
                 for (p, r) in items.into_iter().zip(results) {
                     answer(p, r);
                 }
             }
-            Err(LedgerError::AccountBusy) if items.len() > 1 => {
-                self.split_around_locked(items, None).await
+            Err((LedgerError::AccountBusy, waited_on)) if items.len() > 1 => {
+                self.split_around_locked(items, None, waited_on).await
             }
-            Err(e) => self.retry_alone(items, e).await,
+            Err((e, _)) => self.retry_alone(items, e).await,
         }
     }
 
-    /// After a batch ran out of lock time (nothing of it applied): asks which of its accounts
-    /// are locked right now and marks them suspect; the requests that need one are tried alone
+    /// After a batch ran out of lock time (nothing of it applied): finds the account it gave up
+    /// on and, if someone else still holds it, marks it suspect; the requests that need it are
+    /// tried alone
     /// ([`Self::try_suspects`]: one still locked out is answered `account_busy`, nothing moved,
     /// the caller retries with its key; one that only met another batch's lock goes through),
     /// and the others are applied as one batch again at once, beside them. So one row held
     /// elsewhere delays the rest by one lock timeout, once per hold. The batch's slot is given
     /// back once the suspects are marked, so the next batch already sends their requests alone.
-    async fn split_around_locked(&self, live: Vec<Pending>, slot: Option<OwnedSemaphorePermit>) {
+    ///
+    /// The account it gave up on is the row named in the error (`waited_on`, see
+    /// [`store::account_tuple_waited_on`]), not every account of the batch that is locked at
+    /// this instant: those include the rows other batches of ours hold for a few milliseconds,
+    /// or for a lock timeout while they too wait on the held row, and marking them sent their
+    /// requests alone to wait behind that chain (and some were answered `account_busy` though
+    /// their own accounts were never held by anyone else). Only when the error names no row is
+    /// every locked account of the batch taken for suspect.
+    async fn split_around_locked(
+        &self,
+        live: Vec<Pending>,
+        slot: Option<OwnedSemaphorePermit>,
+        waited_on: Option<String>,
+    ) {
         let mut ids: Vec<i64> = Vec::new();
         let mut currencies: Vec<String> = Vec::new();
         for p in &live {
@@ -416,15 +430,34 @@ impl Executor {
         ids.sort_unstable();
         ids.dedup();
         let currencies: Vec<&str> = currencies.iter().map(String::as_str).collect();
-        let (locked_ids, locked_currencies) =
-            match store::find_locked_accounts(&self.db, &ids, &currencies).await {
-                Ok(locked) => locked,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot tell which accounts are locked");
-                    drop(slot);
-                    return self.retry_alone(live, LedgerError::AccountBusy).await;
-                }
-            };
+        let culprit = match &waited_on {
+            Some(tid) => store::locked_account_at_tuple(&self.db, tid)
+                .await
+                .map_err(
+                    |e| tracing::warn!(error = %e, "cannot tell whether the row is still locked"),
+                )
+                .ok(),
+            None => None,
+        };
+        let found = match culprit {
+            // still held: that account alone is suspect
+            Some(Some((id, system, currency))) => {
+                let currencies = if system { vec![currency] } else { Vec::new() };
+                Ok((vec![id], currencies))
+            }
+            // free again (or a newer version of it): a short lock of another batch stopped this
+            // one; nothing is suspect and the batch goes again as it is
+            Some(None) => Ok((Vec::new(), Vec::new())),
+            None => store::find_locked_accounts(&self.db, &ids, &currencies).await,
+        };
+        let (locked_ids, locked_currencies) = match found {
+            Ok(locked) => locked,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell which accounts are locked");
+                drop(slot);
+                return self.retry_alone(live, LedgerError::AccountBusy).await;
+            }
+        };
         let needs_locked = |p: &Pending| {
             LockKey::of(&p.cmd).iter().any(|key| match key {
                 LockKey::Account(id) => locked_ids.contains(&id.get()),
@@ -658,15 +691,31 @@ impl Executor {
     /// result, in order, or `Err` when the whole call failed (nothing of it committed if the
     /// database reported it). A command of several legs has one row per leg, consecutive.
     async fn call(&self, items: &[Pending]) -> Result<Vec<Answer>, LedgerError> {
+        self.call_noting_lock(items).await.map_err(|(e, _)| e)
+    }
+
+    /// [`Self::call`], and when it fails the row of `ledger.accounts` it gave up waiting on, if
+    /// the error names one (its tuple id; see [`store::account_tuple_waited_on`]).
+    async fn call_noting_lock(
+        &self,
+        items: &[Pending],
+    ) -> Result<Vec<Answer>, (LedgerError, Option<String>)> {
         let cmds: Vec<&Command> = items.iter().map(|p| &p.cmd).collect();
         let lock_timeout_ms = Some(self.lock_timeout_ms(items));
         // a connection first: failing to get one sends nothing, so it applied nothing (an
         // answer of `database_unavailable`, not `outcome_unknown`)
-        let mut conn = self.db.acquire().await.map_err(LedgerError::NotConnected)?;
+        let mut conn = self
+            .db
+            .acquire()
+            .await
+            .map_err(|e| (LedgerError::NotConnected(e), None))?;
         let rows = store::apply_batch(&mut conn, &cmds, self.max_transfer_amount, lock_timeout_ms)
             .await
-            .map_err(LedgerError::from_db)?;
-        answers_of(&cmds, rows)
+            .map_err(|e| {
+                let waited_on = store::account_tuple_waited_on(&e);
+                (LedgerError::from_db(e), waited_on)
+            })?;
+        answers_of(&cmds, rows).map_err(|e| (e, None))
     }
 }
 

@@ -9,7 +9,6 @@ mod concurrency;
 mod database_down;
 mod holds;
 mod identity;
-mod locked_rows;
 mod metadata;
 mod migrations;
 mod read_replica;
