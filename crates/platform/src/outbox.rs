@@ -3,7 +3,11 @@
 //! `auth.outbox` (user events), transfers for `ledger.outbox` (ledger events).
 //!
 //! - Woken by `NOTIFY <channel>` (sent by the writing transaction on commit), with a polling
-//!   fallback when notifications are missed or the listener connection is down.
+//!   fallback when notifications are missed or the listener connection is down. A writer may
+//!   leave the NOTIFY out while the relay is busy (the ledger's outbox does: each NOTIFY makes
+//!   commits queue on PostgreSQL's notification lock), so for [`BUSY_FOR`] after a drain that
+//!   moved rows the relay also polls every [`BUSY_POLL`]: a writer that looked while rows were
+//!   still unpublished and committed after the relay's last read is picked up by that.
 //! - Safe with several replicas: a transaction-scoped advisory lock (one key per outbox) lets one
 //!   relay publish at a time, so a stream keeps the outbox's id order, and rows are taken with
 //!   `FOR UPDATE SKIP LOCKED`.
@@ -90,7 +94,8 @@ pub struct RelayConfig {
     pub redis: Option<RedisConfig>,
     /// Rows moved per transaction.
     pub batch_size: i64,
-    /// Polling fallback when no NOTIFY arrives.
+    /// Polling fallback when no NOTIFY arrives (for 5 s after a drain that moved rows the relay
+    /// polls every 100 ms: writers may leave NOTIFY out while it is busy).
     pub poll_interval_ms: u64,
     /// Approximate bound of the stream (`XADD MAXLEN ~`).
     pub stream_maxlen: u64,
@@ -124,6 +129,14 @@ impl Default for RelayConfig {
         }
     }
 }
+
+/// How soon the relay reads again while it is busy: for [`BUSY_FOR`] after a drain that moved
+/// rows (see the module docs).
+pub const BUSY_POLL: Duration = Duration::from_millis(100);
+
+/// How long after a drain that moved rows the relay keeps polling every [`BUSY_POLL`]: longer
+/// than a writing transaction takes from its outbox insert to its commit.
+pub const BUSY_FOR: Duration = Duration::from_secs(5);
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_SECS: u64 = 86_400;
@@ -222,15 +235,20 @@ impl Relay {
         let mut backoff = initial;
         let mut listener: Option<PgListener> = None;
         let mut last_cleanup: Option<Instant> = None;
+        let mut last_moved: Option<Instant> = None;
 
         while !shutdown.is_triggered() {
             if listener.is_none() {
                 listener = self.listen().await;
             }
-            let wait = match self.drain(&shutdown).await {
-                Ok(_) => {
+            let (wait, failing) = match self.drain(&shutdown).await {
+                Ok(moved) => {
                     backoff = initial;
-                    poll
+                    if moved > 0 {
+                        last_moved = Some(Instant::now());
+                    }
+                    let busy = last_moved.is_some_and(|t| t.elapsed() < BUSY_FOR);
+                    (if busy { BUSY_POLL.min(poll) } else { poll }, false)
                 }
                 Err(e) => {
                     tracing::warn!(outbox = self.outbox.table, error = %format!("{e:#}"),
@@ -238,7 +256,7 @@ impl Relay {
                         "outbox relay: publishing failed; rows kept for a retry");
                     let w = backoff;
                     backoff = (backoff * 2).min(max);
-                    w
+                    (w, true)
                 }
             };
             self.report_backlog().await;
@@ -248,7 +266,6 @@ impl Relay {
             }
             // After a failure only the backoff timer may wake us: a burst of NOTIFYs must not
             // turn into a retry storm against a Redis that is down.
-            let failing = wait != poll;
             tokio::select! {
                 _ = shutdown.wait() => break,
                 _ = tokio::time::sleep(wait) => {}

@@ -11,6 +11,7 @@ mod holds;
 mod identity;
 mod metadata;
 mod migrations;
+mod outbox_wakeup;
 mod read_replica;
 mod reconcile_incremental;
 mod reversals;
