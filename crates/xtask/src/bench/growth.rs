@@ -105,7 +105,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>, work_dir: &Path) -> anyhow::Result<()> {
             let r1 = reads_at_one_client(ctx).await?;
             push_reads(&mut phase, &r1, "1 client");
             // the RPC's default: incremental, over what was written since the previous run (the
-            // round's transfers; the first large round: the whole preload)
+            // round's transfers: the preload's catch-up ran through the CLI before the rounds)
             phase.push("Reconcile ms (RPC, incremental)", reconcile(ctx).await?);
             // the CLI (process start and one connection included): the full check, then
             // incremental again right after it (the floor: nothing new since)

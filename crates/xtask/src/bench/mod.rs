@@ -127,6 +127,11 @@ const BENCH_MESH: [BenchService; 6] = [
         env: &[
             ("TRANSFERS_SERVER__GRPC_ADDR", "127.0.0.1:28053"),
             ("TRANSFERS_SERVER__HTTP_ADDR", "127.0.0.1:28083"),
+            // as a deployment runs it: the ledger-events relay publishes every scenario's events
+            // (pgbench's too) to Redis, on the same cores, and the outbox trigger's NOTIFY
+            // behaves as it does with a relay that keeps up (one relay publishes at a time, so
+            // the holding instance runs none)
+            ("TRANSFERS_RELAY__ENABLED", "true"),
         ],
         listeners: &[
             ports::listener("transfers", "gRPC", "127.0.0.1:28053"),
@@ -457,7 +462,10 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     // Redis keys of this run only (login throttle, email stream, revocations): nothing left by
     // an earlier run or another mesh counts here.
     let redis_prefix = format!("bench:{}:", std::process::id());
+    let redis_url = crate::redis_url();
     let common_env = [
+        ("TXN_REDIS__URL", redis_url.as_str()),
+        ("TXN_TOKEN__REVOCATIONS__REDIS__URL", redis_url.as_str()),
         // every bench client comes from one IP: the gateway's per-IP limit on sign-up, login
         // and renew would refuse the setup (a guard against guessing, not a capacity limit, and
         // off the transfer path being measured)
@@ -565,11 +573,46 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if !args.keep_database {
         drop_database(&args.database_url).await?;
     }
+    // the run's Redis keys (login throttle, revocations, the email and ledger-event streams)
+    match delete_redis_keys(&redis_url, &redis_prefix).await {
+        Ok(n) => println!("xtask bench: deleted the run's {n} Redis keys ({redis_prefix}*)"),
+        Err(e) => eprintln!("xtask bench: could not delete the Redis keys {redis_prefix}*: {e:#}"),
+    }
     result?;
     if !clean {
         bail!("a service did not stop cleanly");
     }
     Ok(())
+}
+
+/// Deletes every Redis key starting with `prefix` (SCAN, then UNLINK in chunks); how many.
+async fn delete_redis_keys(url: &str, prefix: &str) -> anyhow::Result<usize> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        keys.extend(found);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    for chunk in keys.chunks(500) {
+        redis::cmd("UNLINK")
+            .arg(chunk)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(keys.len())
 }
 
 /// The standard suite: every scenario, interleaved round by round; then the tables, the JSON and
@@ -908,12 +951,20 @@ async fn http_get(url: &str) -> Option<String> {
 /// tables were empty (sequential scans of `ledger.transfers` and `ledger.idempotency_keys`)
 /// until a statistics change invalidates them; the instance whose connections did the setup then
 /// paid a scan of the whole ledger per call, growing with the run (issue 18, docs/benchmarks.md).
+/// And the outbox, for the same reason as the accounts: each published event leaves a dead entry
+/// at the left edge of `outbox_unpublished_idx`, which every relay read walks, so without a vacuum
+/// (autovacuum's job in production) the relay's cost grew with the whole run (5 ms a read after
+/// 750,000 events).
 async fn vacuum_accounts(database_url: &str) -> anyhow::Result<()> {
     let pool = sqlx::PgPool::connect(database_url).await?;
     sqlx::query("VACUUM (ANALYZE) ledger.accounts")
         .execute(&pool)
         .await
         .context("VACUUM ledger.accounts")?;
+    sqlx::query("VACUUM ledger.outbox")
+        .execute(&pool)
+        .await
+        .context("VACUUM ledger.outbox")?;
     sqlx::query("ANALYZE ledger.transfers, ledger.idempotency_keys, ledger.entries")
         .execute(&pool)
         .await
