@@ -258,34 +258,17 @@ fn replay(data: &Bytes, trailers: Option<http::HeaderMap>) -> tonic::body::Body 
     tonic::body::Body::new(StreamBody::new(futures::stream::iter(frames)))
 }
 
-const GRPC_TIMEOUT: &str = "grpc-timeout";
+use platform::grpc::GRPC_TIMEOUT;
+#[cfg(test)]
+use platform::grpc::parse_grpc_timeout;
 
 /// How long the call may take: the caller's `grpc-timeout`, capped by the server's own deadline
 /// (`server.request_timeout_ms`, which tonic enforces on the whole call either way).
 fn deadline(headers: &http::HeaderMap, server_timeout: Duration) -> Duration {
-    headers
-        .get(GRPC_TIMEOUT)
-        .and_then(|v| parse_grpc_timeout(v.as_bytes()))
-        .map_or(server_timeout, |t| t.min(server_timeout))
-}
-
-/// `grpc-timeout` as the gRPC over HTTP/2 spec writes it: at most 8 digits and a unit
-/// (`H`, `M`, `S`, `m`, `u`, `n`); anything else is no timeout (as tonic reads it).
-fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
-    let (unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some(match unit {
-        b'H' => Duration::from_secs(n * 3600),
-        b'M' => Duration::from_secs(n * 60),
-        b'S' => Duration::from_secs(n),
-        b'm' => Duration::from_millis(n),
-        b'u' => Duration::from_micros(n),
-        b'n' => Duration::from_nanos(n),
-        _ => return None,
-    })
+    platform::grpc::call_timeout(
+        headers.get(GRPC_TIMEOUT).map(HeaderValue::as_bytes),
+        server_timeout,
+    )
 }
 
 /// `left` as a `grpc-timeout` value in milliseconds (at most 8 digits, as the spec allows).

@@ -12,6 +12,37 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::{config::ServerConfig, http::Readiness, shutdown::Shutdown};
 
+/// The header a gRPC caller sends its deadline in.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// How long a call may take: the caller's `grpc-timeout` (the header's value, if any), capped by
+/// the server's own `server.request_timeout_ms` (which the server enforces on the whole call
+/// either way).
+pub fn call_timeout(grpc_timeout: Option<&[u8]>, server_timeout: Duration) -> Duration {
+    grpc_timeout
+        .and_then(parse_grpc_timeout)
+        .map_or(server_timeout, |t| t.min(server_timeout))
+}
+
+/// `grpc-timeout` as the gRPC over HTTP/2 spec writes it: at most 8 digits and a unit
+/// (`H`, `M`, `S`, `m`, `u`, `n`); anything else is no timeout (as tonic reads it).
+pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Binds `addr` (`host:port`; port 0 picks a free one).
 pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)

@@ -77,17 +77,30 @@ impl TransfersApi {
         &self,
         operation: &'static str,
         parsed: Result<Command, ApiError>,
+        deadline: std::time::Instant,
     ) -> RpcResult<TransferResult> {
         let cmd = parsed.inspect_err(|e| movement::record_refusal(operation, e.reason))?;
-        // The client's grpc-timeout is enforced by the server dropping this future, which the
-        // batcher sees (the answer channel closes); the server's own timeout is checked here too.
-        let deadline = std::time::Instant::now() + self.request_timeout;
         let outcome = self
             .ledger
             .apply(cmd, Some(deadline))
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(result_to_proto(outcome)))
+    }
+
+    /// When the call must be answered: `server.request_timeout_ms` from now, or the caller's
+    /// `grpc-timeout` if sooner. The batcher bounds the lock waits of the call's batch by it and
+    /// drops the request unapplied once it has passed, so a caller whose own deadline ran out
+    /// (tonic answers DEADLINE_EXCEEDED and drops the call) is not applied later.
+    fn deadline_of<T>(&self, request: &Request<T>) -> std::time::Instant {
+        let timeout = platform::grpc::call_timeout(
+            request
+                .metadata()
+                .get(platform::grpc::GRPC_TIMEOUT)
+                .map(|v| v.as_encoded_bytes()),
+            self.request_timeout,
+        );
+        std::time::Instant::now() + timeout
     }
 
     fn memo(
@@ -452,7 +465,12 @@ impl TransfersService for TransfersApi {
         } else {
             "transfer"
         };
-        self.apply(operation, self.parse_transfer(&request)).await
+        self.apply(
+            operation,
+            self.parse_transfer(&request),
+            self.deadline_of(&request),
+        )
+        .await
     }
 
     async fn create_transfers(
@@ -462,7 +480,7 @@ impl TransfersService for TransfersApi {
         let items = self
             .parse_bulk(&request)
             .inspect_err(|e| movement::record_refusal("bulk", e.reason))?;
-        let deadline = std::time::Instant::now() + self.request_timeout;
+        let deadline = self.deadline_of(&request);
         // every item is queued at once (in the order of the request), so the batcher takes them
         // into as few batches as `batch.max_size` allows
         let answers = futures::future::join_all(items.into_iter().map(|(request_id, cmd)| {
@@ -579,8 +597,12 @@ impl TransfersService for TransfersApi {
             r.request_id.as_str(),
         );
         let memo = (r.description.as_str(), &r.metadata);
-        self.apply("deposit", self.parse_cash(&request, false, args, memo))
-            .await
+        self.apply(
+            "deposit",
+            self.parse_cash(&request, false, args, memo),
+            self.deadline_of(&request),
+        )
+        .await
     }
 
     async fn withdraw(&self, request: Request<WithdrawRequest>) -> RpcResult<TransferResult> {
@@ -592,8 +614,12 @@ impl TransfersService for TransfersApi {
             r.request_id.as_str(),
         );
         let memo = (r.description.as_str(), &r.metadata);
-        self.apply("withdrawal", self.parse_cash(&request, true, args, memo))
-            .await
+        self.apply(
+            "withdrawal",
+            self.parse_cash(&request, true, args, memo),
+            self.deadline_of(&request),
+        )
+        .await
     }
 
     async fn post_transfer(
@@ -603,8 +629,12 @@ impl TransfersService for TransfersApi {
         let r = request.get_ref();
         let args = (r.id, Some(r.amount), r.request_id.as_str());
         let memo = (r.description.as_str(), &r.metadata);
-        self.apply("post", self.parse_end(&request, args, memo))
-            .await
+        self.apply(
+            "post",
+            self.parse_end(&request, args, memo),
+            self.deadline_of(&request),
+        )
+        .await
     }
 
     async fn void_transfer(
@@ -614,15 +644,24 @@ impl TransfersService for TransfersApi {
         let r = request.get_ref();
         let args = (r.id, None, r.request_id.as_str());
         let memo = (r.description.as_str(), &r.metadata);
-        self.apply("void", self.parse_end(&request, args, memo))
-            .await
+        self.apply(
+            "void",
+            self.parse_end(&request, args, memo),
+            self.deadline_of(&request),
+        )
+        .await
     }
 
     async fn reverse_transfer(
         &self,
         request: Request<ReverseTransferRequest>,
     ) -> RpcResult<TransferResult> {
-        self.apply("reverse", self.parse_reversal(&request)).await
+        self.apply(
+            "reverse",
+            self.parse_reversal(&request),
+            self.deadline_of(&request),
+        )
+        .await
     }
 
     async fn create_transaction(
@@ -632,7 +671,7 @@ impl TransfersService for TransfersApi {
         let cmd = self
             .parse_transaction(&request)
             .inspect_err(|e| movement::record_refusal("transaction", e.reason))?;
-        let deadline = std::time::Instant::now() + self.request_timeout;
+        let deadline = self.deadline_of(&request);
         let legs = self
             .ledger
             .apply_all(cmd, Some(deadline))
