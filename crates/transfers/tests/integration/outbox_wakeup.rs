@@ -167,3 +167,24 @@ async fn every_event_is_published_promptly_with_the_fallback_poll_an_hour_away()
         "every event published within 3 s (a lost wake-up would wait 5 s or an hour): {slowest_ms:.0} ms"
     );
 }
+
+#[tokio::test]
+async fn the_outboxes_are_vacuumed_after_a_fixed_number_of_dead_rows_whatever_their_size() {
+    // (autovacuum is off on the development machines, so what the settings do is not observable
+    // here; that they are set is: migration 20261203000200)
+    let app = App::start().await;
+    for table in ["ledger.outbox", "auth.outbox"] {
+        let options: Vec<String> = sqlx::query_scalar(
+            "SELECT unnest(reloptions) FROM pg_class WHERE oid = $1::text::regclass",
+        )
+        .bind(table)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+        assert!(
+            options.contains(&"autovacuum_vacuum_scale_factor=0".to_owned())
+                && options.contains(&"autovacuum_vacuum_threshold=10000".to_owned()),
+            "{table}: {options:?}"
+        );
+    }
+}
