@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::App;
 use futures::{StreamExt, stream};
-use proto::transfers::v1::CreateTransferRequest;
 use sqlx::postgres::PgListener;
-use test_support::{TestRedis, authed};
+use test_support::TestRedis;
 
 /// The notifications that arrive on `listener` until none has come for `quiet`.
 async fn notifications(listener: &mut PgListener, quiet: Duration) -> usize {
@@ -20,23 +19,6 @@ async fn notifications(listener: &mut PgListener, quiet: Duration) -> usize {
         n += 1;
     }
     n
-}
-
-async fn transfer(app: &App, from: i64, to: i64, user: &str) {
-    app.client
-        .clone()
-        .create_transfer(authed(
-            CreateTransferRequest {
-                from_account_id: from,
-                to_account_id: to,
-                amount: 1,
-                currency: "USD".into(),
-                ..Default::default()
-            },
-            &app.token(user),
-        ))
-        .await
-        .expect("transfer");
 }
 
 #[tokio::test]
@@ -54,7 +36,7 @@ async fn a_writer_notifies_only_when_the_events_before_its_own_are_published() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    transfer(&app, alice, bob, "alice").await;
+    app.transfer(alice, bob, 1, "alice").await;
     assert_eq!(
         notifications(&mut listener, Duration::from_millis(500)).await,
         1,
@@ -63,7 +45,7 @@ async fn a_writer_notifies_only_when_the_events_before_its_own_are_published() {
 
     // its event is not published yet: the writers after it leave the relay alone
     for _ in 0..20 {
-        transfer(&app, alice, bob, "alice").await;
+        app.transfer(alice, bob, 1, "alice").await;
     }
     assert_eq!(
         notifications(&mut listener, Duration::from_millis(500)).await,
@@ -90,7 +72,7 @@ async fn a_writer_notifies_only_when_the_events_before_its_own_are_published() {
         notifications(&mut listener, Duration::from_millis(300)).await,
         0
     );
-    transfer(&app, bob, alice, "bob").await;
+    app.transfer(bob, alice, 1, "bob").await;
     assert_eq!(
         notifications(&mut listener, Duration::from_millis(500)).await,
         1,
@@ -120,19 +102,20 @@ async fn every_event_is_published_promptly_with_the_fallback_poll_an_hour_away()
     stream::iter(0..400usize)
         .map(|i| {
             let (from, to) = (i % 4, (i + 1) % 4);
-            transfer(&app, accounts[from], accounts[to], owners[from])
+            app.transfer(accounts[from], accounts[to], 1, owners[from])
         })
         .buffer_unordered(32)
-        .collect::<Vec<()>>()
+        .collect::<Vec<_>>()
         .await;
     // single writers a little apart (while the relay still polls often after the burst) ...
     for i in 0..5 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        transfer(&app, accounts[i % 4], accounts[(i + 2) % 4], owners[i % 4]).await;
+        app.transfer(accounts[i % 4], accounts[(i + 2) % 4], 1, owners[i % 4])
+            .await;
     }
     // ... and one after the relay has gone back to waiting for NOTIFY
     tokio::time::sleep(platform::outbox::BUSY_FOR + Duration::from_secs(1)).await;
-    transfer(&app, accounts[0], accounts[1], owners[0]).await;
+    app.transfer(accounts[0], accounts[1], 1, owners[0]).await;
 
     let started = Instant::now();
     loop {

@@ -5,7 +5,7 @@ use platform::{
     token::{Keys, Role},
 };
 use proto::transfers::v1::{
-    DepositRequest, ReconcileRequest, ReconcileResponse, TransferResult,
+    CreateTransferRequest, DepositRequest, ReconcileRequest, ReconcileResponse, TransferResult,
     transfers_service_client::TransfersServiceClient,
 };
 use test_support::{Running, TestDb, access_token, authed, channel, spawn, test_keys};
@@ -122,6 +122,25 @@ impl App {
             ))
             .await
             .unwrap()
+            .into_inner()
+    }
+
+    /// `user`'s transfer of `amount` USD, no idempotency key; panics if it is refused.
+    pub async fn transfer(&self, from: i64, to: i64, amount: i64, user: &str) -> TransferResult {
+        self.client
+            .clone()
+            .create_transfer(authed(
+                CreateTransferRequest {
+                    from_account_id: from,
+                    to_account_id: to,
+                    amount,
+                    currency: "USD".into(),
+                    ..Default::default()
+                },
+                &self.token(user),
+            ))
+            .await
+            .expect("transfer")
             .into_inner()
     }
 
