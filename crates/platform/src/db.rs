@@ -124,6 +124,17 @@ fn breaker_open_options() -> PgConnectOptions {
     PgConnectOptions::new().socket("/nonexistent/database-circuit-breaker-open")
 }
 
+/// True when `e` is the server ending the session rather than refusing the statement: SQLSTATE
+/// class 08 (connection exception) or 57P01–57P03 (terminated by an administrator or a shutdown,
+/// crashed, not accepting connections). A backend sends these whenever it is told to go, also
+/// after its statement's commit reached the WAL, so such an error proves nothing about whether
+/// the statement applied, unlike every other error the database reports.
+pub fn ended_by_server(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
+}
+
 /// The URL with `database.ssl_mode` and `database.ssl_root_cert` applied over it (they win over
 /// the URL's `sslmode` / `sslrootcert`). A CA file that cannot be read or holds no certificate is
 /// refused here, naming the key, rather than at the first connection.

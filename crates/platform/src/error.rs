@@ -121,11 +121,17 @@ pub fn reason_of(status: &Status) -> Option<String> {
 }
 
 /// Database errors no client can cause: logged, answered as INTERNAL (or UNAVAILABLE when the
-/// pool cannot hand out a connection, which a retry may cure).
+/// pool cannot hand out a connection or the server ended the session, which a retry may cure).
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        // (also a session the server ended, by a shutdown, a crash or an administrator: not the
+        // client's fault and not a bug; the database is going away)
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            e if matches!(
+                e,
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            ) || crate::db::ended_by_server(&e) =>
+            {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::unavailable(
                     "database_unavailable",

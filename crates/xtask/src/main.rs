@@ -221,6 +221,16 @@ fn spawn(
 /// `server.gateway_secret` of the local mesh (shared by the gateway and the services).
 const DEV_GATEWAY_SECRET: &str = "dev-gateway-secret-not-for-production";
 
+/// `url` naming its sessions `label` in `pg_stat_activity.application_name` (unless it names
+/// them already), so a lock held or a query run by a service shows whose it is.
+fn with_application_name(url: &str, label: &str) -> String {
+    if url.contains("application_name=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={label}")
+}
+
 #[allow(clippy::too_many_arguments)]
 fn spawn_logging_to(
     name: &'static str,
@@ -234,26 +244,29 @@ fn spawn_logging_to(
 ) -> anyhow::Result<Child> {
     let mut cmd = Command::new(bin_dir.join(name));
     cmd.envs(extra_env.iter().copied());
-    cmd.env("TXN_DATABASE__URL", database_url)
-        .env("TXN_REDIS__URL", redis_url())
-        // the revoked-session stream auth's relay writes, followed by every service
-        .env("TXN_TOKEN__REVOCATIONS__REDIS__URL", redis_url())
-        // the gateway vouches for the client IP it forwards with this; the services believe
-        // x-client-ip only with it (a development value: production sets its own)
-        .env("TXN_SERVER__GATEWAY_SECRET", DEV_GATEWAY_SECRET)
-        .env("TXN_TELEMETRY__LOG_FORMAT", "pretty")
-        .env(
-            "TXN_TOKEN__PUBLIC_KEY_FILE",
-            keys_dir.join("token_ed25519.pub"),
-        )
-        .env(
-            "AUTH_TOKEN__PRIVATE_KEY_FILE",
-            keys_dir.join("token_ed25519.key"),
-        )
-        .env("MAILER_TRANSPORT__KIND", "file")
-        .env("MAILER_TRANSPORT__FILE_DIR", mail_dir)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    cmd.env(
+        "TXN_DATABASE__URL",
+        with_application_name(database_url, label),
+    )
+    .env("TXN_REDIS__URL", redis_url())
+    // the revoked-session stream auth's relay writes, followed by every service
+    .env("TXN_TOKEN__REVOCATIONS__REDIS__URL", redis_url())
+    // the gateway vouches for the client IP it forwards with this; the services believe
+    // x-client-ip only with it (a development value: production sets its own)
+    .env("TXN_SERVER__GATEWAY_SECRET", DEV_GATEWAY_SECRET)
+    .env("TXN_TELEMETRY__LOG_FORMAT", "pretty")
+    .env(
+        "TXN_TOKEN__PUBLIC_KEY_FILE",
+        keys_dir.join("token_ed25519.pub"),
+    )
+    .env(
+        "AUTH_TOKEN__PRIVATE_KEY_FILE",
+        keys_dir.join("token_ed25519.key"),
+    )
+    .env("MAILER_TRANSPORT__KIND", "file")
+    .env("MAILER_TRANSPORT__FILE_DIR", mail_dir)
+    .stdin(Stdio::null())
+    .kill_on_drop(true);
     match log_file {
         Some(path) => {
             let file = std::fs::File::create(path)

@@ -591,11 +591,13 @@ impl Executor {
             .unwrap_or(Err(missing(0)));
         tx.commit().await.map_err(|e| {
             // a commit the database refused rolled back; one without an answer may have happened
-            SuspectError::Call(if e.as_database_error().is_some() {
-                LedgerError::from_db(e)
-            } else {
-                LedgerError::OutcomeUnknown
-            })
+            SuspectError::Call(
+                if e.as_database_error().is_some() && !platform::db::ended_by_server(&e) {
+                    LedgerError::from_db(e)
+                } else {
+                    LedgerError::OutcomeUnknown
+                },
+            )
         })?;
         Ok(answer)
     }

@@ -235,13 +235,15 @@ impl LedgerError {
         }
     }
 
-    /// True when the failed call certainly moved no money: the database reported the error (so
-    /// the statement, and with it its implicit transaction, was rolled back) or no connection
-    /// was ever used. False when a connection broke mid-call and a commit may have happened.
+    /// True when the failed call certainly moved no money: the database refused the statement
+    /// (so it, and with it its implicit transaction, was rolled back) or no connection was ever
+    /// used. False when a connection broke mid-call or the server ended the session (shutdown,
+    /// crash, `pg_terminate_backend`): a commit may have happened.
     pub fn certainly_not_applied(&self) -> bool {
         match self {
+            // (a session the server ended may have committed first: see `ended_by_server`)
             Self::Database(e) => {
-                e.as_database_error().is_some()
+                (e.as_database_error().is_some() && !platform::db::ended_by_server(e))
                     || matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
             }
             Self::Conflict | Self::IdempotencyConflict | Self::AccountBusy => true,

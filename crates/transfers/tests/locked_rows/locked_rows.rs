@@ -396,3 +396,109 @@ async fn a_callers_grpc_timeout_bounds_the_lock_wait_and_what_it_gave_up_on_is_n
     assert_eq!(app.balance(bob).await, 0);
     assert!(app.reconcile().await.ok);
 }
+
+/// The backend of a batch that waits for a lock (its `ledger.transfer_batch` call, blocked by
+/// the test's own lock), once one does; `except`: a backend already ended.
+async fn backend_waiting_on_lock(app: &App, except: i32) -> i32 {
+    let started = Instant::now();
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE '%transfer_batch%' AND pid <> $1 LIMIT 1",
+        )
+        .bind(except)
+        .fetch_optional(&app.db.pool)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no batch ever waited on the held row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_database_ends_mid_call_is_outcome_unknown_and_a_keyed_retry_applies_once() {
+    // A backend told to go (pg_terminate_backend here; a shutdown or a crash alike) answers
+    // FATAL 57P01 whenever the signal lands, also after its commit reached the WAL: that answer
+    // does not say "rolled back" as other database errors do. So the batcher must not answer
+    // it as a plain database error (it was INTERNAL) but as outcome_unknown, and retry the
+    // requests that carry a key.
+    let app = App::start_with(|cfg| cfg.batch.lock_timeout_ms = 5_000).await;
+    let alice = app.open("alice", "USD").await;
+    let bob = app.open("bob", "USD").await;
+    app.deposit(alice, 1_000, "USD").await;
+    let transfer = |amount: i64| CreateTransferRequest {
+        from_account_id: alice,
+        to_account_id: bob,
+        amount,
+        currency: "USD".into(),
+        ..Default::default()
+    };
+
+    // 1. no idempotency key: the batcher cannot retry it safely, so it cannot know
+    let mut holder = app.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM ledger.accounts WHERE id = $1 FOR UPDATE")
+        .bind(bob)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut client = app.client.clone();
+    let keyless = tokio::spawn({
+        let request = authed(transfer(100), &app.token("alice"));
+        async move { client.create_transfer(request).await }
+    });
+    let pid = backend_waiting_on_lock(&app, 0).await;
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(ended);
+    let e = keyless
+        .await
+        .unwrap()
+        .expect_err("its session was ended mid-call");
+    assert_status(e, Code::Unavailable, "outcome_unknown");
+
+    // 2. with a key: retried by the batcher; it goes through once the row is free
+    let mut client = app.client.clone();
+    let keyed = tokio::spawn({
+        let request = with_key(authed(transfer(250), &app.token("alice")), "ended-mid-call");
+        async move { client.create_transfer(request).await }
+    });
+    let pid = backend_waiting_on_lock(&app, 0).await;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    // the retry waits on the row again (its own session); free it
+    let _ = backend_waiting_on_lock(&app, pid).await;
+    holder.rollback().await.unwrap();
+    let done = keyed
+        .await
+        .unwrap()
+        .expect("the batcher's retry with the key went through")
+        .into_inner();
+    assert!(!done.replayed);
+    assert_eq!(
+        app.balance(alice).await,
+        750,
+        "only the keyed transfer moved, once"
+    );
+    assert_eq!(app.balance(bob).await, 250);
+    let keys: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM ledger.idempotency_keys WHERE key = 'ended-mid-call'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(keys, 1);
+    assert!(app.reconcile().await.ok);
+}

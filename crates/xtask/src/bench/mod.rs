@@ -743,7 +743,10 @@ async fn stop_hog(hog: Vec<tokio::process::Child>) {
 }
 
 /// Samples `pg_stat_activity` of `database` every 100 ms until `stop` fires: (mean backends
-/// waiting for a lock, mean backends active), the sampler's own session excluded.
+/// waiting for a lock, mean backends active), the sampler's own session excluded. A wait that
+/// has lasted over a second is printed at once with the sessions blocking it (whose they are by
+/// `application_name`, their state, how long their transaction has been open, their query), so
+/// a stall is explained even if the scenario then fails.
 async fn sample_locks(
     url: String,
     database: String,
@@ -753,27 +756,80 @@ async fn sample_locks(
         .await
         .ok()?;
     let (mut waiting, mut active, mut n) = (0i64, 0i64, 0u32);
+    let mut reported: std::collections::HashSet<(i32, i32)> = std::collections::HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
-        let row: Result<(i64, i64), _> = sqlx::query_as(
+        let row: Result<(i64, i64, i64), _> = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'),
-                    count(*) FILTER (WHERE state = 'active')
+                    count(*) FILTER (WHERE state = 'active'),
+                    count(*) FILTER (WHERE wait_event_type = 'Lock'
+                                     AND now() - query_start > interval '1 second')
              FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
         )
         .bind(&database)
         .fetch_one(&mut conn)
         .await;
-        if let Ok((w, a)) = row {
-            waiting += w;
-            active += a;
-            n += 1;
+        let Ok((w, a, long)) = row else { continue };
+        waiting += w;
+        active += a;
+        n += 1;
+        if long > 0 {
+            report_long_waits(&mut conn, &database, &mut reported).await;
         }
     }
     (n > 0).then(|| (waiting as f64 / n as f64, active as f64 / n as f64))
+}
+
+/// Prints each (waiting, blocking) pair of sessions of `database` whose wait has lasted over a
+/// second, once per pair.
+async fn report_long_waits(
+    conn: &mut sqlx::PgConnection,
+    database: &str,
+    reported: &mut std::collections::HashSet<(i32, i32)>,
+) {
+    type Row = (
+        i32,
+        String,
+        f64,
+        String,
+        i32,
+        String,
+        String,
+        String,
+        f64,
+        String,
+    );
+    let rows: Result<Vec<Row>, _> = sqlx::query_as(
+        "SELECT w.pid, w.application_name,
+                extract(epoch FROM now() - w.query_start)::float8, left(w.query, 60),
+                b.pid, b.application_name, COALESCE(b.state, b.backend_type),
+                COALESCE(b.wait_event_type || ':' || b.wait_event, 'not waiting'),
+                COALESCE(extract(epoch FROM now() - b.xact_start)::float8, 0),
+                left(b.query, 160)
+         FROM pg_stat_activity w
+         CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocker(pid)
+         JOIN pg_stat_activity b ON b.pid = blocker.pid
+         WHERE w.datname = $1 AND w.wait_event_type = 'Lock'
+           AND now() - w.query_start > interval '1 second'",
+    )
+    .bind(database)
+    .fetch_all(&mut *conn)
+    .await;
+    for (wpid, wapp, wsecs, wquery, bpid, bapp, bstate, bwait, bsecs, bquery) in
+        rows.unwrap_or_default()
+    {
+        if reported.insert((wpid, bpid)) {
+            eprintln!(
+                "xtask bench: session {wpid} ({wapp:?}) has waited {wsecs:.1} s for a lock \
+                 ({wquery:?}); blocked by session {bpid} ({bapp:?}, {bstate}, {bwait}, \
+                 transaction open {bsecs:.1} s): {bquery:?}"
+            );
+        }
+    }
 }
 
 /// Runs one scenario with CPU accounting; `earlier`: this round's figures so far (the batch
