@@ -656,9 +656,10 @@ impl Executor {
                 .await
                 .and_then(|v| v.into_iter().next().unwrap_or(Err(missing(0))));
             let r = match r {
-                // the first attempt may have committed; only an answer of the ledger tells
+                // the first attempt may have committed, or this retry may have (its own
+                // connection broke after sending): only an answer of the ledger tells
                 Err(e)
-                    if !rolled_back
+                    if (!rolled_back || !e.certainly_not_applied())
                         && !matches!(
                             e,
                             LedgerError::Refused(_) | LedgerError::LegRefused { .. }
