@@ -33,12 +33,7 @@ async fn one_locked_account_does_not_stop_transfers_between_other_accounts() {
     }
 
     // hold alice's row from another connection, as psql would
-    let mut holder = app.db.pool.begin().await.unwrap();
-    sqlx::query("SELECT id FROM ledger.accounts WHERE id = $1 FOR UPDATE")
-        .bind(locked)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = hold_row(&app, locked).await;
     let release = tokio::spawn(async move {
         tokio::time::sleep(HELD_FOR).await;
         holder.rollback().await.unwrap();
@@ -160,12 +155,7 @@ async fn a_row_held_10_s_under_load_refuses_only_its_own_requests_by_their_deadl
         app.deposit(account, 1_000_000, "USD").await;
     }
 
-    let mut holder = app.db.pool.begin().await.unwrap();
-    sqlx::query("SELECT id FROM ledger.accounts WHERE id = $1 FOR UPDATE")
-        .bind(alice)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = hold_row(&app, alice).await;
     let held_at = Instant::now();
     let stop_at = held_at + HELD_LONG;
 
@@ -315,12 +305,9 @@ async fn a_row_held_10_s_under_load_refuses_only_its_own_requests_by_their_deadl
     .unwrap();
     assert_eq!(touching, 0);
     assert_eq!(app.balance(alice).await, 1_000_000);
-    let moved: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM ledger.idempotency_keys WHERE key LIKE 'locked-%'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .unwrap();
+    let moved = app
+        .count("SELECT COUNT(*) FROM ledger.idempotency_keys WHERE key LIKE 'locked-%'")
+        .await;
     assert_eq!(moved, others_took.len() as i64, "every 200 applied once");
     assert_eq!(app.total("USD").await, 0, "Σ balances");
     assert!(app.reconcile().await.ok);
@@ -340,12 +327,7 @@ async fn a_callers_grpc_timeout_bounds_the_lock_wait_and_what_it_gave_up_on_is_n
     let bob = app.open("bob", "USD").await;
     app.deposit(alice, 1_000, "USD").await;
 
-    let mut holder = app.db.pool.begin().await.unwrap();
-    sqlx::query("SELECT id FROM ledger.accounts WHERE id = $1 FOR UPDATE")
-        .bind(bob)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = hold_row(&app, bob).await;
     let mut request = with_key(
         authed(
             CreateTransferRequest {
@@ -383,11 +365,9 @@ async fn a_callers_grpc_timeout_bounds_the_lock_wait_and_what_it_gave_up_on_is_n
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     holder.rollback().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let applied: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM ledger.idempotency_keys WHERE key = 'gave-up'")
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
+    let applied = app
+        .count("SELECT COUNT(*) FROM ledger.idempotency_keys WHERE key = 'gave-up'")
+        .await;
     assert_eq!(
         applied, 0,
         "a transfer whose caller gave up was applied later"
@@ -395,6 +375,18 @@ async fn a_callers_grpc_timeout_bounds_the_lock_wait_and_what_it_gave_up_on_is_n
     assert_eq!(app.balance(alice).await, 1_000);
     assert_eq!(app.balance(bob).await, 0);
     assert!(app.reconcile().await.ok);
+}
+
+/// `account`'s row locked `FOR UPDATE` by a transaction of the test's own (as psql would), held
+/// until the returned transaction ends.
+async fn hold_row(app: &App, account: i64) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = app.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM ledger.accounts WHERE id = $1 FOR UPDATE")
+        .bind(account)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    holder
 }
 
 /// The backend of a batch that waits for a lock (its `ledger.transfer_batch` call, blocked by
@@ -442,12 +434,7 @@ async fn a_session_the_database_ends_mid_call_is_outcome_unknown_and_a_keyed_ret
     };
 
     // 1. no idempotency key: the batcher cannot retry it safely, so it cannot know
-    let mut holder = app.db.pool.begin().await.unwrap();
-    sqlx::query("SELECT id FROM ledger.accounts WHERE id = $1 FOR UPDATE")
-        .bind(bob)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = hold_row(&app, bob).await;
     let mut client = app.client.clone();
     let keyless = tokio::spawn({
         let request = authed(transfer(100), &app.token("alice"));
@@ -493,12 +480,9 @@ async fn a_session_the_database_ends_mid_call_is_outcome_unknown_and_a_keyed_ret
         "only the keyed transfer moved, once"
     );
     assert_eq!(app.balance(bob).await, 250);
-    let keys: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM ledger.idempotency_keys WHERE key = 'ended-mid-call'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .unwrap();
+    let keys = app
+        .count("SELECT COUNT(*) FROM ledger.idempotency_keys WHERE key = 'ended-mid-call'")
+        .await;
     assert_eq!(keys, 1);
     assert!(app.reconcile().await.ok);
 }
